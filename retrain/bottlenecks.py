@@ -1,0 +1,98 @@
+"""Computing bottlenecks (the module's feature vectors) in batches, and caching them.
+
+A tf.data pipeline reads and decodes images in parallel (Pillow, in worker threads),
+resizes them with TensorFlow, and feeds the module full batches; the vectors go to the
+on-disk cache as they come, so an interrupted run resumes where it stopped.
+"""
+
+import dataclasses
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from retrain import dataset
+from retrain import modules
+from retrain import preprocess
+from retrain.bottleneck_cache import BottleneckCache, module_cache_dir
+from retrain.progress import ProgressLogger
+
+
+@dataclasses.dataclass
+class Bottlenecks:
+    """Feature vectors of the usable images: features[i] belongs to image_files[i]."""
+
+    image_files: list  # [dataset.ImageFile]
+    features: np.ndarray  # float32 [num_images, feature_dim]
+    failed: list  # [dataset.SkippedFile]: images that could not be decoded
+    computed: int  # how many vectors this run computed (the rest came from the cache)
+
+
+def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels):
+    """Returns the bottlenecks of image_files, computing only those not cached yet.
+
+    Args:
+      image_files: [dataset.ImageFile] to get vectors for.
+      module: modules.FeatureModule.
+      bottleneck_dir: root of the cache (each module gets a subfolder).
+      batch_size: images per forward pass of the module.
+      max_pixels: larger images are skipped (see images.decode_image).
+    """
+    cache = BottleneckCache(module_cache_dir(bottleneck_dir, module))
+    description = cache.read_description()
+    feature_dim = description.get("feature_dim") if description else None
+    cached = cache.load(feature_dim) if feature_dim else None
+    cached_rows = cached.lookup() if cached else {}
+    missing = [image for image in image_files if image.content_key not in cached_rows]
+    logging.info("Bottlenecks: %d of %d images cached, %d to compute.",
+                 len(image_files) - len(missing), len(image_files), len(missing))
+    new_vectors, failed = {}, []
+    if missing or feature_dim is None:
+        layer = modules.load_feature_extractor(module)
+        feature_dim = modules.feature_dim(layer, module)
+        cache.prepare({"handle": module.handle, "identity": module.identity,
+                       "image_size": list(module.image_size), "feature_dim": feature_dim})
+        new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
+                                                batch_size, max_pixels)
+    usable, rows = [], []
+    for image in image_files:
+        if image.content_key in new_vectors:
+            usable.append(image)
+            rows.append(new_vectors[image.content_key])
+        elif image.content_key in cached_rows:
+            usable.append(image)
+            rows.append(cached.vectors[cached_rows[image.content_key]])
+    features = np.stack(rows) if rows else np.zeros([0, feature_dim], np.float32)
+    return Bottlenecks(usable, features, failed, computed=len(new_vectors))
+
+
+def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels):
+    """Runs the module over image_files in batches, handing each vector to the cache writer.
+
+    Returns:
+      ({content_key: float32 [D] vector}, [dataset.SkippedFile] for undecodable images).
+    """
+    if not image_files:
+        return {}, []
+    errors = {}
+    pipeline = preprocess.image_batches([image.path for image in image_files], module.image_size,
+                               batch_size, max_pixels, errors)
+    extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)
+    progress = ProgressLogger("Bottlenecks", len(image_files))
+    vectors, failed = {}, []
+    try:
+        for indices, batch, decoded in pipeline:
+            features = extract(batch).numpy()
+            for index, vector, ok in zip(indices.numpy(), features, decoded.numpy()):
+                image = image_files[index]
+                if ok:
+                    vectors[image.content_key] = vector
+                    writer.add(image.content_key, vector)
+                else:
+                    failed.append(dataset.SkippedFile(image.path, errors.pop(index)))
+                    logging.warning("Skipping %s: %s", dataset.display_path(image.path),
+                                    failed[-1].reason)
+            progress.update(len(features))
+    finally:
+        writer.flush()  # Whatever was computed before an error or Ctrl-C is kept.
+    return vectors, failed

@@ -1,0 +1,27 @@
+"""What both command-line tools share: quiet, readable logging and one-line errors."""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import logging
+
+
+def configure_logging():
+    """INFO lines as "INFO: message" (retrain.py's look), without TensorFlow's own chatter.
+
+    Call before TensorFlow is imported: its C++ start-up messages (about CUDA on machines
+    without a GPU) are controlled by an environment variable read at import.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
+    # TensorFlow logs through the "tensorflow" logger; its INFO lines (SavedModel internals)
+    # would bury the training log.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+
+
+def print_error(program, message):
+    """Prints "<program>: error: <message>" on stderr, as one line."""
+    one_line = " ".join(str(message).split())
+    print(f"{program}: error: {one_line}", file=sys.stderr)

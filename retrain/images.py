@@ -1,0 +1,134 @@
+"""Reading image files: recognise them by content, decode them safely, make them RGB.
+
+Pillow does the decoding because it handles what real folders contain and TensorFlow's
+decoders do not: EXIF orientation, CMYK JPEGs, 16-bit PNGs, palette transparency.
+"""
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# What each supported format starts with. Recognising images by content (not by extension)
+# means a PNG named .jpg is read, and a text file named .jpg is skipped.
+_MAGIC_PREFIXES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+
+# Bytes to read to recognise a format (WebP needs 12: "RIFF" <size> "WEBP").
+SNIFF_BYTES = 12
+
+# 100 megapixels: far above any camera photo's needs for a 224-pixel network, and small
+# enough (300 MB as RGB) that a decompression bomb is refused before it exhausts memory.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Malformed files make Pillow's format plugins raise a variety of exceptions, not only
+# OSError; all of them mean "this file is not a usable image".
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+class ImageReadError(Exception):
+    """The bytes are not an image this tool can use; the message says why."""
+
+
+def sniff_format(header):
+    """Returns the image format name ("JPEG", "PNG", ...) for the first bytes of a file, or None."""
+    for prefix, name in _MAGIC_PREFIXES:
+        if header.startswith(prefix):
+            return name
+    if len(header) >= 12 and header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decodes encoded image bytes to an RGB array the right way up.
+
+    Args:
+      data: the file's bytes (JPEG, PNG, GIF (first frame), BMP or WebP).
+      max_pixels: images with more pixels than this are refused without decoding them.
+
+    Returns:
+      uint8 array [height, width, 3].
+
+    Raises:
+      ImageReadError: the bytes are not a supported, intact image, or it is too large.
+    """
+    if sniff_format(data[:SNIFF_BYTES]) is None:
+        raise ImageReadError("not a JPEG, PNG, GIF, BMP or WebP image")
+    try:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
+            _check_pixel_count(image, max_pixels)
+            image.seek(0)  # The first frame of an animation.
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb_array(image)
+    except _DECODE_ERRORS as error:
+        raise ImageReadError(f"cannot decode: {error}") from error
+
+
+def read_image_file(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Reads and decodes one image file; see decode_image. I/O errors become ImageReadError."""
+    try:
+        with open(path, "rb") as image_file:
+            data = image_file.read()
+    except OSError as error:
+        raise ImageReadError(f"cannot read: {error.strerror or error}") from error
+    return decode_image(data, max_pixels)
+
+
+def _check_pixel_count(image, max_pixels):
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageReadError(f"invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{width}x{height} pixels is more than the limit of {max_pixels} "
+            "(a decompression bomb, or a photo to shrink first)")
+
+
+def _to_rgb_array(image):
+    """Converts any Pillow mode to uint8 RGB [height, width, 3]."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_bit_depth_to_rgb(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _flatten_alpha_on_white(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _high_bit_depth_to_rgb(image):
+    # Pillow's convert("L") clips 16-bit values at 255 instead of scaling them, which turns
+    # most 16-bit photos white; scale the full 16-bit range down instead.
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        values = np.clip(values, 0.0, 255.0)
+    else:
+        values = np.clip(values, 0, 65535) / 257.0
+    grey = np.round(values).astype(np.uint8)
+    return np.repeat(grey[..., np.newaxis], 3, axis=-1)
+
+
+def _flatten_alpha_on_white(rgba_image):
+    # Transparent areas become white, as most viewers show them.
+    rgba = np.asarray(rgba_image, dtype=np.float32)
+    alpha = rgba[..., 3:4] / 255.0
+    rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    return np.round(rgb).astype(np.uint8)

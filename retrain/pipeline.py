@@ -1,0 +1,163 @@
+"""The retrain run, stage by stage: find -> split -> bottlenecks -> train -> evaluate -> export."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+import numpy as np
+
+from retrain import backbones
+from retrain import bottlenecks
+from retrain import dataset
+from retrain import evaluate
+from retrain import export
+from retrain import files
+from retrain import modules
+from retrain import split
+from retrain import train
+from retrain.errors import UserError
+
+
+@dataclasses.dataclass
+class RunResult:
+    labels: list
+    test: evaluate.TestResult
+    history: train.History
+    skipped: list  # [dataset.SkippedFile]
+    bottlenecks_computed: int
+    stage_seconds: dict
+
+
+def run(config):
+    """Retrains a classifier as `config` says. Raises UserError for problems the user can fix."""
+    config = config.resolved()
+    timer = _StageTimer()
+    split.check_percentages(config.validation_percentage, config.testing_percentage)
+    with timer("find_images"):
+        collection = dataset.find_images(config.image_dir)
+    with timer("resolve_module"):
+        module = resolve(config)
+    check_outputs_writable(config)
+    with timer("bottlenecks"):
+        vectors = bottlenecks.get_bottlenecks(collection.images, module, config.bottleneck_dir,
+                                              config.bottleneck_batch_size, config.max_image_pixels)
+    skipped = collection.skipped + vectors.failed
+    collection = dataclasses.replace(collection, images=vectors.image_files)
+    dataset.check_every_class_has_images(collection)
+    splits = split.split_images(collection.images, collection.labels,
+                                config.validation_percentage, config.testing_percentage)
+    data = {name: _split_arrays(vectors, splits[name]) for name in split.SPLITS}
+    _log_split_sizes(collection.labels, splits)
+    with timer("training"):
+        head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
+                                         len(collection.labels), training_settings(config),
+                                         config.summaries_dir)
+    with timer("evaluation"):
+        test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
+                                      config.test_batch_size, config.random_seed)
+        if config.print_misclassified_test_images:
+            evaluate.log_misclassified(test)
+    with timer("export"):
+        export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
+                                  module.image_size, config.saved_model_dir)
+        export.write_labels(collection.labels, config.output_labels)
+    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds)
+    write_metrics(config, module, result)
+    _log_summary(result)
+    return result
+
+
+def resolve(config):
+    """Resolves the module and, unless it is a built-in backbone, loads it to check it fits."""
+    module = modules.resolve_module(config.tfhub_module, config.image_size,
+                                    config.backbone_cache_dir, config.keras_weights)
+    if not backbones.is_builtin(config.tfhub_module):
+        modules.load_feature_extractor(module)
+    return module
+
+
+def training_settings(config):
+    return train.TrainingSettings(
+        steps=config.how_many_training_steps, batch_size=config.train_batch_size,
+        learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
+        validation_batch_size=config.validation_batch_size, seed=config.random_seed)
+
+
+def check_outputs_writable(config):
+    """Fails before any long work if an output folder cannot be written."""
+    folders = {
+        "--output_dir": config.output_dir,
+        "--bottleneck_dir": config.bottleneck_dir,
+        "--saved_model_dir": os.path.dirname(os.path.abspath(config.saved_model_dir)),
+        "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
+        "--summaries_dir": config.summaries_dir,
+    }
+    for flag, folder in folders.items():
+        try:
+            files.check_writable_dir(folder)
+        except OSError as error:
+            raise UserError(f"Cannot write to {folder!r} ({error.strerror or error}); pass a "
+                            f"writable folder with {flag}.") from error
+
+
+def _split_arrays(vectors, image_files):
+    row_of = {image.content_key: row for row, image in enumerate(vectors.image_files)}
+    rows = np.array([row_of[image.content_key] for image in image_files], dtype=np.int64)
+    features = vectors.features[rows] if len(rows) else vectors.features[:0]
+    labels = np.array([image.label_index for image in image_files], dtype=np.int32)
+    return features, labels, image_files
+
+
+def _log_split_sizes(labels, splits):
+    for label_index, label in enumerate(labels):
+        counts = [sum(image.label_index == label_index for image in splits[name])
+                  for name in split.SPLITS]
+        logging.info("Class %r: %d training, %d validation, %d testing images.", label, *counts)
+
+
+def write_metrics(config, module, result):
+    """metrics.json: the run's numbers, for people and for scripts."""
+    metrics = {
+        "module": module.handle,
+        "image_size": list(module.image_size),
+        "labels": result.labels,
+        "test_top1_accuracy": result.test.top1_accuracy,
+        "test_top5_accuracy": result.test.top5_accuracy,
+        "test_count": result.test.count,
+        "misclassified": [dict(zip(("image", "true", "predicted", "score"), row))
+                          for row in result.test.misclassified],
+        "skipped_images": [{"path": dataset.display_path(skip.path), "reason": skip.reason}
+                           for skip in result.skipped],
+        "bottlenecks_computed": result.bottlenecks_computed,
+        "stage_seconds": result.stage_seconds,
+        "history": dataclasses.asdict(result.history),
+    }
+    text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
+    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
+
+
+def _log_summary(result):
+    if result.skipped:
+        logging.warning("Skipped %d file(s) that are not usable images (listed above and in "
+                        "metrics.json).", len(result.skipped))
+    times = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.stage_seconds.items())
+    logging.info("Done. %d bottlenecks computed; time per stage: %s.", result.bottlenecks_computed,
+                 times)
+
+
+class _StageTimer:
+    """Records wall-clock seconds per named stage: `with timer("training"): ...`."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - start, 3)

@@ -1,0 +1,184 @@
+"""Training the new final layer: softmax regression on cached bottlenecks held in memory.
+
+retrain.py's method: weights start from a truncated normal (stddev 0.001), biases at zero;
+each step draws `train_batch_size` examples with replacement, picking a class uniformly and
+then an image of that class (so small classes are oversampled), and takes one plain SGD step
+on the softmax cross-entropy.
+"""
+
+import dataclasses
+import datetime
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+
+@dataclasses.dataclass
+class Head:
+    """The trained layer: probabilities = softmax(features @ weights + biases)."""
+
+    weights: np.ndarray  # float32 [feature_dim, num_classes]
+    biases: np.ndarray  # float32 [num_classes]
+
+    def probabilities(self, features):
+        """float32 [num_images, num_classes] for float32 features [num_images, feature_dim]."""
+        logits = features @ self.weights + self.biases
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass
+class TrainingSettings:
+    steps: int
+    batch_size: int
+    learning_rate: float
+    eval_step_interval: int
+    validation_batch_size: int  # -1: the whole validation split at each evaluation.
+    seed: int
+
+
+@dataclasses.dataclass
+class History:
+    """One row per evaluation step, for curves and reports."""
+
+    steps: list = dataclasses.field(default_factory=list)
+    train_accuracy: list = dataclasses.field(default_factory=list)
+    cross_entropy: list = dataclasses.field(default_factory=list)
+    validation_accuracy: list = dataclasses.field(default_factory=list)
+
+
+class ClassBalancedSampler:
+    """Draws example indices: a class uniformly at random, then one of its examples."""
+
+    def __init__(self, labels, num_classes, rng):
+        self._order = np.argsort(labels, kind="stable")
+        self._counts = np.bincount(labels, minlength=num_classes)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
+        self._present = np.flatnonzero(self._counts)
+        self._rng = rng
+
+    def sample(self, batch_size):
+        classes = self._present[self._rng.integers(len(self._present), size=batch_size)]
+        offsets = (self._rng.random(batch_size) * self._counts[classes]).astype(np.int64)
+        return self._order[self._starts[classes] + offsets]
+
+
+def train_head(train_features, train_labels, validation_features, validation_labels,
+               num_classes, settings, summaries_dir=None):
+    """Trains the final layer and logs retrain.py's progress lines.
+
+    Args:
+      train_features, validation_features: float32 [n, feature_dim].
+      train_labels, validation_labels: int [n] class indices.
+      num_classes: number of labels.
+      settings: TrainingSettings.
+      summaries_dir: TensorBoard folder (train/ and validation/ inside), or None.
+
+    Returns:
+      (Head, History).
+    """
+    # A fixed seed makes runs repeatable: same images, same flags, same model.
+    rng = np.random.default_rng(settings.seed)
+    model = _SoftmaxLayer(train_features.shape[1], num_classes, rng)
+    features = tf.constant(train_features, tf.float32)
+    labels = tf.constant(train_labels, tf.int32)
+    train_sampler = ClassBalancedSampler(train_labels, num_classes, rng)
+    validation_sampler = ClassBalancedSampler(validation_labels, num_classes, rng)
+    writers = _summary_writers(summaries_dir)
+    history = History()
+    for step in range(settings.steps):
+        batch = tf.constant(train_sampler.sample(settings.batch_size))
+        train_accuracy, cross_entropy = model.train_step(features, labels, batch,
+                                                         settings.learning_rate)
+        if step % settings.eval_step_interval == 0 or step + 1 == settings.steps:
+            validation_accuracy, count = _validation_accuracy(
+                model, validation_features, validation_labels, validation_sampler, settings)
+            _log_step(step, float(train_accuracy), float(cross_entropy), validation_accuracy, count)
+            _record(history, writers, step, float(train_accuracy), float(cross_entropy),
+                    validation_accuracy)
+    return Head(model.weights.numpy(), model.biases.numpy()), history
+
+
+class _SoftmaxLayer(tf.Module):
+
+    def __init__(self, feature_dim, num_classes, rng):
+        super().__init__()
+        initial = np.clip(rng.normal(0.0, 0.001, [feature_dim, num_classes]), -0.002, 0.002)
+        self.weights = tf.Variable(initial.astype(np.float32))
+        self.biases = tf.Variable(tf.zeros([num_classes]))
+
+    def logits(self, features):
+        return tf.matmul(features, self.weights) + self.biases
+
+    @tf.function(reduce_retracing=True)
+    def train_step(self, all_features, all_labels, batch_indices, learning_rate):
+        """One SGD step; returns (accuracy, cross-entropy) on the batch before the step."""
+        features = tf.gather(all_features, batch_indices)
+        labels = tf.gather(all_labels, batch_indices)
+        with tf.GradientTape() as tape:
+            logits = self.logits(features)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        weight_gradient, bias_gradient = tape.gradient(loss, [self.weights, self.biases])
+        self.weights.assign_sub(learning_rate * weight_gradient)
+        self.biases.assign_sub(learning_rate * bias_gradient)
+        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
+        return tf.reduce_mean(tf.cast(correct, tf.float32)), loss
+
+
+def _validation_accuracy(model, features, labels, sampler, settings):
+    if len(labels) == 0:
+        return None, 0
+    if settings.validation_batch_size == -1:
+        indices = np.arange(len(labels))
+    else:
+        indices = sampler.sample(settings.validation_batch_size)
+    logits = model.logits(tf.constant(features[indices]))
+    predictions = np.argmax(logits.numpy(), axis=1)
+    return float(np.mean(predictions == labels[indices])), len(indices)
+
+
+def _log_step(step, train_accuracy, cross_entropy, validation_accuracy, count):
+    now = datetime.datetime.now()
+    logging.info("%s: Step %d: Train accuracy = %.1f%%", now, step, train_accuracy * 100)
+    logging.info("%s: Step %d: Cross entropy = %f", now, step, cross_entropy)
+    if validation_accuracy is not None:
+        logging.info("%s: Step %d: Validation accuracy = %.1f%% (N=%d)", now, step,
+                     validation_accuracy * 100, count)
+
+
+def _summary_writers(summaries_dir):
+    if not summaries_dir:
+        return None
+    return {name: tf.summary.create_file_writer(f"{summaries_dir}/{name}")
+            for name in ("train", "validation")}
+
+
+def _record(history, writers, step, train_accuracy, cross_entropy, validation_accuracy):
+    history.steps.append(step)
+    history.train_accuracy.append(train_accuracy)
+    history.cross_entropy.append(cross_entropy)
+    history.validation_accuracy.append(validation_accuracy)
+    if writers is None:
+        return
+    with writers["train"].as_default(step=step):
+        write_scalar_summary("accuracy", train_accuracy)
+        write_scalar_summary("cross_entropy", cross_entropy)
+    if validation_accuracy is not None:
+        with writers["validation"].as_default(step=step):
+            write_scalar_summary("accuracy", validation_accuracy)
+
+
+# What TensorBoard's scalar plugin tags its summaries with. Writing them through core
+# TensorFlow keeps the tensorboard package (no longer a TensorFlow dependency) optional:
+# it is needed to view the logs, not to write them.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+def write_scalar_summary(tag, value):
+    """Writes one scalar to the default summary writer at its default step."""
+    tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)

@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny feature-vector module and small image folders, built locally.
+
+Nothing here touches the network. The tiny module stands in for a TF Hub image
+feature-vector module: float32 [batch, 32, 32, 3] in [0, 1] -> float32 [batch, 6], whose
+features are the mean colour and a fixed mix of it, so solid-colour classes are separable
+and random-noise classes are not.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_IMAGE_SIZE = 32
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def build_tiny_module(path, image_size=TINY_IMAGE_SIZE, declare_size=True):
+    """Saves a tiny TF Hub-style image feature-vector SavedModel at path."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tf_keras  # pylint: disable=import-outside-toplevel
+
+    shape = [image_size, image_size, 3] if declare_size else [None, None, 3]
+    inputs = tf_keras.Input(shape)
+    pooled = tf_keras.layers.GlobalAveragePooling2D()(inputs)
+    mixed = tf_keras.layers.Dense(3, kernel_initializer=tf_keras.initializers.Constant(
+        [[1.0, -1.0, 0.5], [0.5, 1.0, -1.0], [-1.0, 0.5, 1.0]]), use_bias=False)(pooled)
+    features = tf_keras.layers.Concatenate()([pooled, mixed])
+    tf.saved_model.save(tf_keras.Model(inputs, features), str(path))
+    return str(path)
+
+
+def write_solid_colour_images(folder, colours=COLOURS, per_class=12, seed=0, size=(40, 30)):
+    """Writes noisy solid-colour images, alternating JPEG and PNG, one folder per colour."""
+    rng = np.random.default_rng(seed)
+    for label, colour in colours.items():
+        os.makedirs(os.path.join(folder, label), exist_ok=True)
+        for index in range(per_class):
+            pixels = np.array(colour)[None, None, :] + rng.normal(0, 12, (size[1], size[0], 3))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            extension = "png" if index % 2 else "jpg"
+            image.save(os.path.join(folder, label, f"{label}_{index:03d}.{extension}"))
+    return str(folder)
+
+
+def write_noise_images(folder, labels=("a", "b", "c"), per_class=12, seed=0):
+    """Writes images of uniform random noise: no class can be told apart from another."""
+    rng = np.random.default_rng(seed)
+    for label in labels:
+        os.makedirs(os.path.join(folder, label), exist_ok=True)
+        for index in range(per_class):
+            pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, label, f"noise_{index:03d}.png"))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tmp_path_factory):
+    """Path of the tiny feature-vector SavedModel (declares 32x32 input)."""
+    return build_tiny_module(tmp_path_factory.mktemp("tiny_module") / "module")
+
+
+@pytest.fixture(scope="session")
+def colour_images(tmp_path_factory):
+    """A read-only-by-convention folder of three solid-colour classes (12 images each)."""
+    return write_solid_colour_images(tmp_path_factory.mktemp("colours") / "photos")
+
+
+@pytest.fixture()
+def fresh_colour_images(tmp_path):
+    """A folder of solid-colour classes that a test may change."""
+    return write_solid_colour_images(tmp_path / "photos")
+
+
+def fast_config(image_dir, module, output_dir, **overrides):
+    """A RetrainConfig for tests: few steps with a large learning rate."""
+    from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel
+
+    settings = dict(image_dir=str(image_dir), tfhub_module=str(module), output_dir=str(output_dir),
+                    how_many_training_steps=150, learning_rate=1.0, eval_step_interval=50,
+                    validation_batch_size=-1, bottleneck_batch_size=8)
+    settings.update(overrides)
+    return RetrainConfig(**settings)

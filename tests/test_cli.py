@@ -13,15 +13,9 @@ from retrain.errors import UserError
 
 def _parse(argv):
     flag_values = flags.FlagValues()
-    for name, flag in flags.FLAGS._flags().items():  # pylint: disable=protected-access
-        if name in cli._CONFIG_FIELDS + ["image_size", "prepare_module_only"]:  # pylint: disable=protected-access
-            flag_values[name] = flag
+    cli.define_flags(flag_values)
     flag_values(["retrain", *argv])
-    try:
-        return cli.config_from_flags(flag_values)
-    finally:
-        for name in list(flag_values):
-            flag_values[name].unparse()
+    return cli.config_from_flags(flag_values)
 
 
 def test_defaults_match_retrain_py():

@@ -89,3 +89,24 @@ def test_run_is_repeatable(tmp_path, tiny_module, colour_images):
     second = pipeline.run(fast_config(colour_images, tiny_module, tmp_path / "b"))
     assert first.history.cross_entropy == second.history.cross_entropy
     assert np.isclose(first.test.top1_accuracy, second.test.top1_accuracy)
+
+
+def test_logs_retrain_py_lines_and_misclassified_listing(tmp_path, tiny_module, colour_images, caplog):
+    caplog.set_level("INFO", logger="absl")
+    config = fast_config(colour_images, tiny_module, tmp_path / "out", how_many_training_steps=21,
+                         eval_step_interval=10, learning_rate=0.001,
+                         print_misclassified_test_images=True)
+    pipeline.run(config)
+    messages = [record.getMessage() for record in caplog.records]
+    for step in (0, 10, 20):
+        assert any(f": Step {step}: Train accuracy = " in message for message in messages)
+        assert any(f": Step {step}: Cross entropy = " in message for message in messages)
+        assert any(f": Step {step}: Validation accuracy = " in message and "(N=" in message
+                   for message in messages)
+    assert not any(": Step 5:" in message for message in messages)
+    assert any(message.startswith("Final test accuracy = ") for message in messages)
+    # With a tiny learning rate some test images are wrong, and each is listed.
+    listing = messages.index("=== MISCLASSIFIED TEST IMAGES ===")
+    assert len(messages) > listing + 1
+    event_files = os.listdir(tmp_path / "out" / "summaries" / "train")
+    assert any(name.startswith("events.out.tfevents") for name in event_files)

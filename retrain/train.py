@@ -8,6 +8,8 @@ on the softmax cross-entropy.
 
 import dataclasses
 import datetime
+import os
+import struct
 
 from absl import logging
 import numpy as np
@@ -213,3 +215,27 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 def write_scalar_summary(tag, value):
     """Writes one scalar to the default summary writer at its default step."""
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+# TensorBoard's image plugin reads a string tensor [width, height, encoded image...] tagged
+# "images"; written through core TensorFlow for the same reason as the scalars.
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
+
+
+def write_image_summary(tag, png_bytes):
+    """Writes one PNG image to the default summary writer at its default step."""
+    # A PNG's IHDR chunk, right after the 8-byte signature and chunk header, starts with
+    # its width and height as big-endian 32-bit integers.
+    width, height = struct.unpack(">II", png_bytes[16:24])
+    tensor = tf.constant([str(width).encode(), str(height).encode(), png_bytes], tf.string)
+    tf.summary.write(tag, tensor, metadata=_IMAGE_METADATA)
+
+
+def write_image_summaries(summaries_dir, run_name, step, pngs):
+    """Writes {tag: PNG bytes} as TensorBoard images in summaries_dir/run_name at step."""
+    writer = tf.summary.create_file_writer(os.path.join(summaries_dir, run_name))
+    with writer.as_default(step=step):
+        for tag, png_bytes in pngs.items():
+            write_image_summary(tag, png_bytes)
+    writer.close()

@@ -37,11 +37,11 @@ class ClassificationMetrics:
     confusion: np.ndarray  # int64 [num_classes, num_classes]: [true, predicted] counts
 
     def as_dict(self):
-        """A JSON-ready dict (lists and floats only)."""
+        """A JSON-ready dict (lists and floats only) with the keys metrics.json uses."""
         return {
-            "count": self.count,
-            "top1_accuracy": self.top1_accuracy,
-            "top5_accuracy": self.top5_accuracy,
+            "test_count": self.count,
+            "test_top1_accuracy": self.top1_accuracy,
+            "test_top5_accuracy": self.top5_accuracy,
             "per_class": [dataclasses.asdict(scores) for scores in self.per_class],
             "macro_average": dataclasses.asdict(self.macro_average),
             "weighted_average": dataclasses.asdict(self.weighted_average),

@@ -97,7 +97,8 @@ def render_confusion_matrix(matrix, labels):
     figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
     names = [_plot_text(label) for label in labels]
     font_size = 10 if size <= 15 else max(4, 10 - size // 10)
-    axes.set_xticks(range(size), names, rotation=45 if size > 3 else 0, ha="right" if size > 3 else "center",
+    # Slanted, so long labels do not run into each other.
+    axes.set_xticks(range(size), names, rotation=45, ha="right", rotation_mode="anchor",
                     fontsize=font_size)
     axes.set_yticks(range(size), names, fontsize=font_size)
     axes.set(xlabel="predicted label", ylabel="true label",

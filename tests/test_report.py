@@ -4,6 +4,8 @@ import html.parser
 import io
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,10 +14,16 @@ from PIL import Image
 from retrain import metrics
 from retrain import pipeline
 from retrain import report
+from retrain.errors import UserError
 from tests.conftest import fast_config, write_solid_colour_images
 
 # Folder names are data: these must show up as text, never as markup or maths.
 HOSTILE_LABELS = ["<script>alert(1)<\\script>", "a\" onerror=\"alert(2)", "$x^2$ & co"]
+
+
+# Class folders named like markup, and one like an already-escaped entity.
+HOSTILE_COLOURS = {"<script>": (220, 30, 30), "<img src=x onerror=alert(1)>": (30, 200, 40),
+                   "x&amp;y": (30, 40, 220)}
 
 
 class _PageParser(html.parser.HTMLParser):
@@ -116,9 +124,7 @@ def test_many_classes_render(tmp_path):
 def hostile_run(tmp_path_factory, tiny_module):
     """A run whose class folders are named like markup."""
     root = tmp_path_factory.mktemp("hostile")
-    colours = dict(zip(["<script>", "<img src=x onerror=alert(1)>", "..x"],
-                       [(220, 30, 30), (30, 200, 40), (30, 40, 220)]))
-    image_dir = write_solid_colour_images(root / "photos", colours=colours)
+    image_dir = write_solid_colour_images(root / "photos", colours=HOSTILE_COLOURS)
     output_dir = root / "out"
     result = pipeline.run(fast_config(image_dir, tiny_module, output_dir))
     return result, output_dir
@@ -140,6 +146,7 @@ def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     page = _parse((output_dir / "report.html").read_text(encoding="utf-8"))
     assert "script" not in page.tags and page.tags.count("img") == 2
     assert "<img src=x onerror=alert(1)>" in " ".join(page.text)
+    assert "x&amp;y" in " ".join(page.text)  # Escaped once, shown as named.
     assert _tensorboard_image(output_dir / "summaries" / "test", "confusion_matrix") == (
         output_dir / "confusion_matrix.png").read_bytes()
 
@@ -158,3 +165,40 @@ def _tensorboard_image(folder, tag):
                         assert (int(width), int(height)) == image.size
                     found = png
     return found
+
+
+def test_evaluate_a_labelled_folder_from_the_command_line(hostile_run, tmp_path):
+    result, output_dir = hostile_run
+    colours = {label: HOSTILE_COLOURS[label] for label in ("<script>", "x&amp;y")}
+    new_images = write_solid_colour_images(tmp_path / "new", colours=colours, per_class=3, seed=7)
+    (tmp_path / "new" / "<script>" / "notes.txt").write_text("not an image")
+    completed = subprocess.run(
+        [sys.executable, "-m", "retrain.label_image_cli", f"--saved_model_dir={output_dir}/saved_model",
+         f"--image_dir={new_images}", "--evaluate", f"--report_dir={tmp_path / 'report'}"],
+        capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "Top-1 accuracy = 100.0%, top-5 accuracy = 100.0% (N=6)"
+    assert "Images skipped as unreadable: 1" in lines and "notes.txt" in completed.stderr
+    data = json.loads((tmp_path / "report" / "metrics.json").read_text(encoding="utf-8"))
+    # Classes absent from the folder still get their row and column.
+    assert data["confusion_matrix"]["labels"] == result.labels
+    assert np.trace(data["confusion_matrix"]["matrix"]) == 6
+    assert sorted(os.listdir(tmp_path / "report")) == ["confusion_matrix.png", "metrics.json",
+                                                      "report.html"]
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_label(hostile_run, tmp_path):
+    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    result, _ = hostile_run
+    for name in (result.labels[0], "zebra"):
+        os.makedirs(tmp_path / name)
+    with pytest.raises(UserError, match=r"Folder 'zebra' in --image_dir is not a label of the "
+                                        r"model \(its labels: .*\); rename the folder"):
+        label_image.find_labelled_files(str(tmp_path), result.labels)
+
+
+def test_evaluate_needs_subfolders(tmp_path):
+    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    with pytest.raises(UserError, match=r"has no subfolders; to --evaluate, put each image"):
+        label_image.find_labelled_files(str(tmp_path), ["a", "b"])

@@ -111,6 +111,37 @@ def render_confusion_matrix(matrix, labels):
     return _png_bytes(figure)
 
 
+def render_comparison_chart(names, accuracies, macro_f1s):
+    """PNG bytes: grouped bars of test accuracy and macro F1, one group per row.
+
+    Args:
+      names: row names (may contain a newline).
+      accuracies, macro_f1s: floats in [0, 1], or None for a row that failed.
+    """
+    count = len(names)
+    figure = Figure(figsize=(max(6, 1.3 * count + 2), 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    width = 0.38
+    for offset, values, name in ((-width / 2, accuracies, "test accuracy"),
+                                 (width / 2, macro_f1s, "macro F1")):
+        heights = [0.0 if _missing(value) else value for value in values]
+        bars = axes.bar([index + offset for index in range(count)], heights, width, label=name)
+        axes.bar_label(bars, labels=["failed" if _missing(value) else f"{value:.2f}"
+                                     for value in values], fontsize=8, padding=2)
+    axes.set_xticks(range(count), [_plot_text(name) for name in names], fontsize=8)
+    # Headroom above 1.0 keeps the legend clear of the bars and their numbers.
+    axes.set(ylim=(0, 1.28), ylabel="on the test split", title="Test accuracy and macro F1")
+    axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(loc="upper left", ncol=2)
+    return _png_bytes(figure)
+
+
+def _missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def build_html(metrics, pictures):
     """The report page: one HTML document with the pictures embedded as data: URLs.
 
@@ -265,10 +296,10 @@ def _percent(value):
 
 def _plot_text(label):
     """A label as matplotlib shows it literally: short, with "$" escaped (no maths mode)."""
-    text = metrics_lib.printable(str(label))
-    if len(text) > _MAX_TICK_LABEL_CHARACTERS:
-        text = text[:_MAX_TICK_LABEL_CHARACTERS - 1] + "\u2026"
-    return text.replace("$", r"\$")
+    lines = metrics_lib.printable(str(label)).split("\n")
+    lines = [line if len(line) <= _MAX_TICK_LABEL_CHARACTERS
+             else line[:_MAX_TICK_LABEL_CHARACTERS - 1] + "\u2026" for line in lines]
+    return "\n".join(lines).replace("$", r"\$")
 
 
 def _plot_series(axes, steps, values, name):

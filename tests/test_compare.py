@@ -125,3 +125,15 @@ def test_flags_reach_the_settings():
     assert modules == ["a", "b"] and methods == ["frozen"] and output_dir == "compare_output"
     assert config.image_dir == "photos" and config.testing_percentage == 20
     assert config.how_many_training_steps == 7 and baseline_settings is None
+
+
+def test_retrain_compare_command_reports_a_user_error_in_one_line(tmp_path):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    completed = subprocess.run(
+        [sys.executable, "-m", "retrain", "compare", f"--image_dir={tmp_path / 'missing'}",
+         "--modules=a", f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True,
+        check=False)
+    assert completed.returncode == 2
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("retrain compare: error: --image_dir") and "does not exist" in last

@@ -72,7 +72,7 @@ def run(config):
                                   module.image_size, config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
     result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification)
+                       classification=classification)
     write_metrics(config, module, result)
     _log_summary(result)
     return result

@@ -119,6 +119,11 @@ def _fail(message, status=2):
 
 
 def run_main():
+    # `retrain compare ...` is its own command with its own flags.
+    if sys.argv[1:2] == ["compare"]:
+        from retrain import compare_cli  # pylint: disable=import-outside-toplevel
+        compare_cli.run_main([f"{sys.argv[0]} compare", *sys.argv[2:]])
+        return
     define_flags()
     app.run(main)
 

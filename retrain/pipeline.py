@@ -15,7 +15,9 @@ from retrain import dataset
 from retrain import evaluate
 from retrain import export
 from retrain import files
+from retrain import metrics as metrics_lib
 from retrain import modules
+from retrain import report
 from retrain import split
 from retrain import train
 from retrain.errors import UserError
@@ -29,6 +31,7 @@ class RunResult:
     skipped: list  # [dataset.SkippedFile]
     bottlenecks_computed: int
     stage_seconds: dict
+    classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
 
 
 def run(config):
@@ -60,11 +63,16 @@ def run(config):
                                       config.test_batch_size, config.random_seed)
         if config.print_misclassified_test_images:
             evaluate.log_misclassified(test)
+        classification = metrics_lib.classification_metrics(test.true_labels, test.probabilities,
+                                                             collection.labels)
+        for line in metrics_lib.format_report(classification):
+            logging.info("%s", line)
     with timer("export"):
         export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
                                   module.image_size, config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds)
+    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
+                       classification=classification)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -134,9 +142,25 @@ def write_metrics(config, module, result):
         "bottlenecks_computed": result.bottlenecks_computed,
         "stage_seconds": result.stage_seconds,
         "history": dataclasses.asdict(result.history),
+        "skipped_image_count": len(result.skipped),
     }
+    if result.classification:
+        for key, value in result.classification.as_dict().items():
+            metrics.setdefault(key, value)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
     files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
+    write_report(config, metrics)
+
+
+def write_report(config, metrics):
+    """The PNGs and report.html next to metrics.json; the confusion matrix to TensorBoard."""
+    pictures = report.write_report(os.path.dirname(os.path.abspath(config.metrics_file)), metrics)
+    logging.info("Wrote the report to %s", os.path.join(os.path.dirname(config.metrics_file),
+                                                         report.REPORT_FILE))
+    if report.CONFUSION_MATRIX_FILE in pictures and config.summaries_dir:
+        last_step = metrics["history"]["steps"][-1] if metrics["history"]["steps"] else 0
+        train.write_image_summaries(config.summaries_dir, "test", last_step,
+                                    {"confusion_matrix": pictures[report.CONFUSION_MATRIX_FILE]})
 
 
 def _log_summary(result):

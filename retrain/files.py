@@ -12,7 +12,11 @@ def temporary_sibling(path, tag="tmp"):
 
 
 def write_file_atomically(path, data):
-    """Writes bytes to path via a temporary file and a rename: readers see all or nothing."""
+    """Writes bytes to path via a temporary file and a rename: readers see all or nothing.
+
+    The folder is created if needed (a run checks its output folders without keeping them).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = temporary_sibling(path)
     try:
         with open(temporary, "wb") as output:
@@ -47,6 +51,30 @@ def check_writable_dir(directory):
     with open(probe, "wb"):
         pass
     os.remove(probe)
+
+
+def probe_writable_dir(directory):
+    """Proves that directory can be created (if needed) and written, and leaves no trace.
+
+    Folders that the probe had to create are removed again, so a run that stops at a later
+    check (or at this one, for another folder) leaves the disk as it found it.
+
+    Raises:
+      OSError: the folder cannot be created or written.
+    """
+    missing = []
+    parent = os.path.abspath(directory)
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        check_writable_dir(directory)
+    finally:
+        for folder in missing:  # Deepest first.
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass  # Not created, or another run put something in it meanwhile.
 
 
 def remove_quietly(path):

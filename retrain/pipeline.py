@@ -140,7 +140,8 @@ def write_metrics(config, module, result):
         "history": dataclasses.asdict(result.history),
     }
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
-    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
+    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
+                                flag="--metrics_file")
 
 
 def _log_summary(result):

@@ -89,13 +89,14 @@ class BottleneckCache:
 
     def load(self, feature_dim):
         """Reads every shard. Unreadable shards are reported and ignored (they will be recomputed)."""
-        records = []
+        records, read_paths = [], []
         for path in self._shard_paths():
             shard = _read_shard(path, feature_dim)
             if shard is not None:
                 records.append(shard)
+                read_paths.append(path)
         if len(records) > _COMPACT_ABOVE_SHARDS:
-            self._compact(records, feature_dim)
+            self._compact(records, read_paths)
         if not records:
             return CachedVectors([], np.zeros([0, feature_dim], np.float32))
         merged = np.concatenate(records)
@@ -108,9 +109,12 @@ class BottleneckCache:
     def _shard_paths(self):
         return sorted(glob.glob(os.path.join(glob.escape(self.directory), _SHARD_PATTERN)))
 
-    def _compact(self, records, feature_dim):
-        """Merges shards into one. Old shards are removed only after the merged one is in place."""
-        old_paths = self._shard_paths()
+    def _compact(self, records, read_paths):
+        """Merges shards into one. Old shards are removed only after the merged one is in place.
+
+        Only the shards whose records were merged are removed: another run sharing the cache
+        may have added shards since they were listed.
+        """
         merged = np.concatenate(records)
         _, unique_rows = np.unique(merged["key"], return_index=True)
         try:
@@ -118,7 +122,7 @@ class BottleneckCache:
         except OSError as error:
             logging.warning("Could not compact the bottleneck cache (%s); continuing.", error)
             return
-        for path in old_paths:
+        for path in read_paths:
             files.remove_quietly(path)
 
     def _remove_stale_temporary_files(self):

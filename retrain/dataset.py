@@ -125,7 +125,13 @@ def _walk_files(class_dir):
     """
     files, skipped = [], []
     visited_dirs = set()
-    for root, dir_names, file_names in os.walk(class_dir, followlinks=True):
+
+    def skip_unreadable_dir(error):
+        # Without this, os.walk leaves out a folder it cannot list without a word.
+        skipped.append(SkippedFile(error.filename, f"cannot read folder: {error.strerror or error}"))
+
+    for root, dir_names, file_names in os.walk(class_dir, onerror=skip_unreadable_dir,
+                                               followlinks=True):
         stat = os.stat(root)
         if (stat.st_dev, stat.st_ino) in visited_dirs:
             dir_names[:] = []  # A symlink loop: this folder was walked already.

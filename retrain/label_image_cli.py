@@ -4,6 +4,7 @@ The only module that defines label_image's flags.
 """
 
 import json
+import re
 import sys
 
 from absl import app
@@ -55,7 +56,10 @@ def format_json(prediction, labels, count):
         top = label_image.top_predictions(prediction, labels, count)
         record["labels"] = [label for label, _ in top]
         record["scores"] = [round(score, 6) for _, score in top]
-    return json.dumps(record, ensure_ascii=False)
+    # A label from a folder name that is not valid UTF-8 holds lone surrogates; written as
+    # \udcXX escapes they keep the JSON valid UTF-8, and json.loads gives the label back exactly.
+    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}",
+                  json.dumps(record, ensure_ascii=False))
 
 
 def main(argv):

@@ -1,12 +1,16 @@
 """Torture: messy image files are read correctly, or skipped with their path named and counted."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from retrain import images
 import torture_images as make
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def colour_of(array):
@@ -87,3 +91,33 @@ def test_huge_photo_under_the_limit_is_read():
 def test_lower_pixel_limit_is_honoured():
     with pytest.raises(images.ImageReadError, match="limit of 100"):
         images.decode_image(make.encode(make.solid(size=(20, 10)), "PNG"), max_pixels=100)
+
+
+# Decodes each file named on the command line, in a process whose address space is capped.
+_DECODE_UNDER_A_MEMORY_CAP = r"""
+import resource, sys
+from retrain import images
+cap_mb = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (cap_mb << 20, cap_mb << 20))
+for path in sys.argv[2:]:
+    try:
+        images.read_image_file(path)
+        print("decoded", path)
+    except images.ImageReadError as error:
+        print("refused", path, error)
+"""
+
+
+def test_decompression_bombs_are_refused_without_running_out_of_memory(tmp_path):
+    # Decoding either bomb would need 110 MB or 400 MB for the pixels alone (three times that
+    # as RGB); under a 400 MB address-space cap only a refusal before decoding can succeed.
+    bombs = [make.write_bytes(str(tmp_path / "110mp.png"), make.png_bomb(11_000, 10_000)),
+             make.write_bytes(str(tmp_path / "400mp.png"), make.png_bomb(20_000, 20_000))]
+    environment = dict(os.environ, PYTHONPATH=REPO, OPENBLAS_NUM_THREADS="1")
+    completed = subprocess.run([sys.executable, "-c", _DECODE_UNDER_A_MEMORY_CAP, "400", *bombs],
+                               capture_output=True, text=True, env=environment, timeout=60,
+                               check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused") for line in lines), lines
+    assert "more than the limit" in lines[0] and "exceeds limit" in lines[1]

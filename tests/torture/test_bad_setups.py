@@ -6,13 +6,12 @@ import sys
 
 import pytest
 
-from conftest import build_tiny_module, fast_config, write_solid_colour_images
+from conftest import fast_config, write_solid_colour_images
 from retrain import label_image
 from retrain import pipeline
 from retrain.errors import UserError
+import processes
 import torture_images as make
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def files_under(folder):
@@ -180,9 +179,8 @@ def test_label_image_on_a_folder_that_is_not_a_model(tmp_path, make_path, match)
 
 
 def run_cli(args, **kwargs):
-    environment = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          env=environment, timeout=120, **kwargs)
+                          env=processes.cli_environment(), timeout=120, **kwargs)
 
 
 def error_lines(stderr, program):

@@ -66,14 +66,15 @@ def test_kill_during_caching_then_resume(tmp_path, many_images, tiny_module, ref
     # so a failure can be replayed) after the resumed run starts computing.
     killed = processes.kill_when(processes.start(argv, tmp_path / "run1.log"), processes.exists(shard))
     assert killed, "the run finished before it could be killed"
-    delay = random.Random(7).uniform(0.0, 1.0)
+    delay = random.Random(7).uniform(0.0, 0.3)
     log = tmp_path / "run2.log"
     started = processes.start(argv, log)
     computing = lambda: "to compute" in log.read_text(errors="replace")
     killed = processes.kill_when(started, lambda: computing() and time.sleep(delay) is None)
     assert killed, "the run finished before it could be killed"
     cached = cache_vectors(str(bottleneck_dir))
-    assert 0 < len(cached) < 3 * PER_CLASS
+    # (On a fast machine the second run may have cached everything before its kill.)
+    assert 256 <= len(cached) <= 3 * PER_CLASS  # At least the first run's shard.
     reference_vectors = cache_vectors(str(reference / "bottlenecks"))
     for key, vector in cached.items():
         np.testing.assert_array_equal(vector, reference_vectors[key])

@@ -6,6 +6,7 @@ The only module that defines label_image's flags.
 import functools
 import json
 import os
+import re
 import sys
 
 from absl import app
@@ -65,7 +66,10 @@ def format_json(prediction, top):
     else:
         record["labels"] = [label for label, _ in top]
         record["scores"] = [round(score, 6) for _, score in top]
-    return json.dumps(record, ensure_ascii=False)
+    # A label from a folder name that is not valid UTF-8 holds lone surrogates; written as
+    # \udcXX escapes they keep the JSON valid UTF-8, and json.loads gives the label back exactly.
+    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}",
+                  json.dumps(record, ensure_ascii=False))
 
 
 def label_files(paths, saved_model_dir, output_format, count, batch_size):

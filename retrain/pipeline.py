@@ -41,6 +41,8 @@ def run(config):
     split.check_percentages(config.validation_percentage, config.testing_percentage)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
+    split.check_split_possible(collection.images, collection.labels,
+                               config.validation_percentage, config.testing_percentage)
     with timer("resolve_module"):
         module = resolve(config)
     check_outputs_writable(config)
@@ -102,10 +104,12 @@ def check_outputs_writable(config):
         "--saved_model_dir": os.path.dirname(os.path.abspath(config.saved_model_dir)),
         "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
         "--summaries_dir": config.summaries_dir,
+        "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
     }
     for flag, folder in folders.items():
         try:
-            files.check_writable_dir(folder)
+            # Leaves no folder behind: a run that fails a later setup check writes nothing.
+            files.probe_writable_dir(folder)
         except OSError as error:
             raise UserError(f"Cannot write to {folder!r} ({error.strerror or error}); pass a "
                             f"writable folder with {flag}.") from error
@@ -148,7 +152,8 @@ def write_metrics(config, module, result):
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
-    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
+    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
+                                flag="--metrics_file")
     write_report(config, metrics)
 
 

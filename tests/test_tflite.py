@@ -217,3 +217,27 @@ def test_representative_sample_is_seeded_and_keeps_order():
     assert sample == tflite_export.sample_paths(paths, 100, seed=0)
     assert sample != tflite_export.sample_paths(paths, 100, seed=1)
     assert tflite_export.sample_paths(paths[:10], 100, seed=0) == paths[:10]
+
+
+def _parse_retrain_flags(argv):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from retrain import cli  # pylint: disable=import-outside-toplevel
+    flag_values = flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(["retrain", *argv])
+    return cli.config_from_flags(flag_values)
+
+
+def test_tflite_flags_reach_the_config():
+    config = _parse_retrain_flags(["--tflite_output_file=m.tflite", "--tflite_quantization=int8",
+                                   "--tflite_int8_input=uint8", "--tflite_representative_images=20"])
+    assert (config.tflite_output_file, config.tflite_quantization) == ("m.tflite", "int8")
+    assert (config.tflite_int8_input, config.tflite_representative_images) == ("uint8", 20)
+    default = _parse_retrain_flags([])
+    assert (default.tflite_output_file, default.tflite_quantization) == (None, "none")
+
+
+def test_unknown_quantization_flag_is_refused():
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    with pytest.raises(flags.IllegalFlagValueError, match="int4"):
+        _parse_retrain_flags(["--tflite_quantization=int4"])

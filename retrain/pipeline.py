@@ -17,6 +17,7 @@ from retrain import export
 from retrain import files
 from retrain import modules
 from retrain import split
+from retrain import tflite_export
 from retrain import train
 from retrain.errors import UserError
 
@@ -29,6 +30,7 @@ class RunResult:
     skipped: list  # [dataset.SkippedFile]
     bottlenecks_computed: int
     stage_seconds: dict
+    tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
 
 
 def run(config):
@@ -36,6 +38,8 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
+                                 config.tflite_int8_input)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
     with timer("resolve_module"):
@@ -64,7 +68,12 @@ def run(config):
         export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
                                   module.image_size, config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds)
+    tflite = None
+    if config.tflite_output_file:
+        with timer("tflite"):
+            tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
+    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
+                       tflite)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -77,6 +86,23 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def export_tflite(config, module, labels, splits, head, test_data):
+    """Converts the exported SavedModel to TFLite and evaluates it on the test split.
+
+    The SavedModel's predictions to compare with are the head's on the cached test
+    bottlenecks: the same network on the same decoded images, without running it again.
+    """
+    settings = tflite_export.TFLiteSettings(
+        output_file=config.tflite_output_file, quantization=config.tflite_quantization,
+        int8_input=config.tflite_int8_input,
+        representative_images=config.tflite_representative_images, seed=config.random_seed,
+        max_image_pixels=config.max_image_pixels)
+    features, _, test_images = test_data
+    return tflite_export.export_and_evaluate(
+        settings, config.saved_model_dir, labels, module.image_size,
+        [image.path for image in splits["training"]], test_images, head.probabilities(features))
 
 
 def training_settings(config):
@@ -95,6 +121,8 @@ def check_outputs_writable(config):
         "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
         "--summaries_dir": config.summaries_dir,
     }
+    if config.tflite_output_file:
+        folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
     for flag, folder in folders.items():
         try:
             files.check_writable_dir(folder)
@@ -135,6 +163,8 @@ def write_metrics(config, module, result):
         "stage_seconds": result.stage_seconds,
         "history": dataclasses.asdict(result.history),
     }
+    if result.tflite:
+        metrics["tflite"] = dataclasses.asdict(result.tflite)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
     files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
 

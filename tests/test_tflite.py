@@ -7,10 +7,14 @@ int8 must give the same top-1 label on at least 35 of 36 images (at most one bor
 image may flip) with probabilities within 0.05 (measured: 36/36, 0.002).
 """
 
+import contextlib
 import dataclasses
 import glob
+import json
+import logging
 import os
 
+from absl import logging as absl_logging
 import numpy as np
 import pytest
 
@@ -32,10 +36,42 @@ MODES = [  # (quantization, int8_input, probability tolerance)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_module, colour_images):
-    """(saved_model_dir, labels) of a model trained on the colour images."""
+def run_with_tflite(tmp_path_factory, tiny_module, colour_images):
+    """(RunResult, output_dir, log messages) of a run that also writes an int8 uint8 .tflite."""
     output_dir = tmp_path_factory.mktemp("tflite") / "out"
-    result = pipeline.run(fast_config(colour_images, tiny_module, output_dir))
+    config = fast_config(colour_images, tiny_module, output_dir,
+                         tflite_output_file=str(output_dir / "lite" / "digits.tflite"),
+                         tflite_quantization="int8", tflite_int8_input="uint8",
+                         tflite_representative_images=5)
+    with _absl_messages() as messages:
+        result = pipeline.run(config)
+    return result, output_dir, messages
+
+
+@contextlib.contextmanager
+def _absl_messages():
+    """Collects absl's log messages (pytest's caplog is per test, the fixture is per module).
+
+    Sets absl's verbosity rather than its logger's level: saving a SavedModel resets the
+    logger to absl's verbosity flag (WARNING unless set), which would hide later INFO lines.
+    """
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append((record.levelname, record.getMessage()))
+    old_verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger("absl").addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+        absl_logging.set_verbosity(old_verbosity)
+
+
+@pytest.fixture(scope="module")
+def trained(run_with_tflite):
+    """(saved_model_dir, labels) of a model trained on the colour images."""
+    result, output_dir, _ = run_with_tflite
     return str(output_dir / "saved_model"), result.labels
 
 
@@ -78,6 +114,46 @@ def float_tflite(trained, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("float") / "model.tflite")
     tflite_export.write_tflite(tflite_export.convert(trained[0], "none"), path, trained[1])
     return path
+
+
+def test_run_writes_evaluates_and_reports_the_tflite(run_with_tflite):
+    result, output_dir, messages = run_with_tflite
+    report = result.tflite
+    assert sorted(os.listdir(output_dir / "lite")) == ["digits.tflite", "digits_labels.txt"]
+    assert (output_dir / "lite" / "digits_labels.txt").read_text() == "blue\ngreen\nred\n"
+    assert report.size_bytes == os.path.getsize(output_dir / "lite" / "digits.tflite")
+    assert report.saved_model_size_bytes > report.size_bytes
+    assert (report.quantization, report.input_type) == ("int8", "uint8")
+    assert report.test_count == result.test.count >= 3
+    assert report.saved_model_test_top1_accuracy == pytest.approx(result.test.top1_accuracy)
+    assert report.test_top1_accuracy >= 0.9 and report.top1_agreement_with_saved_model >= 0.9
+    assert ("INFO", "Calibrating int8 quantization on 5 training images.") in messages
+    assert any(level == "INFO" and text.startswith("TensorFlow Lite (int8, uint8 input): ")
+               for level, text in messages)
+    assert "tflite" in result.stage_seconds
+
+
+def test_metrics_json_has_the_tflite_block_and_keeps_its_keys(run_with_tflite):
+    result, output_dir, _ = run_with_tflite
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["test_top1_accuracy"] == pytest.approx(result.test.top1_accuracy)
+    assert {"module", "labels", "test_count", "history", "stage_seconds"} <= set(metrics)
+    assert metrics["tflite"] == json.loads(json.dumps(dataclasses.asdict(result.tflite)))
+    assert metrics["tflite"]["file"].endswith("digits.tflite")
+
+
+def test_run_without_tflite_writes_no_tflite_block(tmp_path, tiny_module, colour_images):
+    result = pipeline.run(fast_config(colour_images, tiny_module, tmp_path / "out",
+                                      how_many_training_steps=5))
+    assert result.tflite is None
+    assert "tflite" not in json.loads((tmp_path / "out" / "metrics.json").read_text())
+
+
+def test_bad_tflite_settings_fail_before_any_work(tmp_path, tiny_module, colour_images):
+    config = fast_config(colour_images, tiny_module, tmp_path / "out", tflite_quantization="int8")
+    with pytest.raises(UserError, match="--tflite_quantization=int8 needs a file to write"):
+        pipeline.run(config)
+    assert not (tmp_path / "out").exists()
 
 
 def test_each_mode_agrees_with_the_saved_model(converted, all_images, reference):
@@ -241,3 +317,4 @@ def test_unknown_quantization_flag_is_refused():
     from absl import flags  # pylint: disable=import-outside-toplevel
     with pytest.raises(flags.IllegalFlagValueError, match="int4"):
         _parse_retrain_flags(["--tflite_quantization=int4"])
+

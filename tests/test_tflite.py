@@ -13,6 +13,8 @@ import glob
 import json
 import logging
 import os
+import subprocess
+import sys
 
 from absl import logging as absl_logging
 import numpy as np
@@ -318,3 +320,41 @@ def test_unknown_quantization_flag_is_refused():
     with pytest.raises(flags.IllegalFlagValueError, match="int4"):
         _parse_retrain_flags(["--tflite_quantization=int4"])
 
+
+@pytest.mark.parametrize("output_format", ["text", "json"])
+def test_label_image_prints_the_same_for_tflite_and_saved_model(
+        capsys, trained, float_tflite, all_images, output_format):
+    from retrain import label_image_cli  # pylint: disable=import-outside-toplevel
+    paths = all_images[::6]
+    label_image_cli.label_files(paths, trained[0], output_format, 2, 4)
+    from_saved_model = capsys.readouterr().out.splitlines()
+    label_image_cli.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
+                                labels=tflite_export.labels_path_for(float_tflite))
+    from_tflite = capsys.readouterr().out.splitlines()
+    assert len(from_tflite) == len(from_saved_model) == len(paths) * (3 if output_format == "text" else 1)
+    for tflite_line, saved_model_line in zip(from_tflite, from_saved_model):
+        if output_format == "json":
+            tflite_line, saved_model_line = json.loads(tflite_line), json.loads(saved_model_line)
+            assert tflite_line["path"] == saved_model_line["path"]
+            assert tflite_line["labels"] == saved_model_line["labels"]
+            np.testing.assert_allclose(tflite_line["scores"], saved_model_line["scores"], atol=1e-5)
+        else:
+            assert tflite_line.split(" ")[:-1] == saved_model_line.split(" ")[:-1]
+
+
+def test_label_image_command_takes_tflite_model_and_labels(float_tflite, all_images):
+    completed = subprocess.run(
+        [sys.executable, "-m", "retrain.label_image_cli", f"--tflite_model={float_tflite}",
+         f"--labels={tflite_export.labels_path_for(float_tflite)}", f"--image={all_images[-1]}"],
+        capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("red ")  # "label score", best first.
+    scores = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_labels_without_tflite_model_is_a_user_error():
+    from retrain import label_image_cli  # pylint: disable=import-outside-toplevel
+    with pytest.raises(UserError, match=r"--labels='l.txt' goes with --tflite_model"):
+        label_image_cli.load_model("saved_model", None, "l.txt")

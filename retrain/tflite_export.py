@@ -68,17 +68,22 @@ class TFLiteReport:
 
 def check_settings(output_file, quantization, int8_input):
     """Raises UserError for a TFLite setting that cannot work, before any long work."""
-    if quantization not in QUANTIZATION_MODES:
-        raise UserError(f"--tflite_quantization={quantization!r} is not a mode; pass one of "
-                        f"{', '.join(QUANTIZATION_MODES)}.")
-    if int8_input not in INT8_INPUT_TYPES:
-        raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
+    check_modes(quantization, int8_input)
     if not output_file and quantization != "none":
         raise UserError(f"--tflite_quantization={quantization} needs a file to write; pass "
                         "--tflite_output_file model.tflite.")
     if not output_file and int8_input != "float32":
         raise UserError("--tflite_int8_input needs --tflite_output_file and "
                         "--tflite_quantization=int8.")
+
+
+def check_modes(quantization, int8_input):
+    """Raises UserError unless quantization and int8_input are known values."""
+    if quantization not in QUANTIZATION_MODES:
+        raise UserError(f"--tflite_quantization={quantization!r} is not a mode; pass one of "
+                        f"{', '.join(QUANTIZATION_MODES)}.")
+    if int8_input not in INT8_INPUT_TYPES:
+        raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
 
 
 def labels_path_for(tflite_file):
@@ -136,7 +141,7 @@ def convert(saved_model_dir, quantization, int8_input="float32", representative=
     Raises:
       UserError: the module holds operations TensorFlow Lite cannot express in that mode.
     """
-    check_settings("model.tflite", quantization, int8_input)
+    check_modes(quantization, int8_input)
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
                                                          signature_keys=["serving_default"])
     if quantization != "none":
@@ -156,14 +161,14 @@ def convert(saved_model_dir, quantization, int8_input="float32", representative=
     try:
         return converter.convert()
     except Exception as error:  # The converter raises ConverterError and others, by stage.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise UserError(f"Cannot convert {saved_model_dir!r} to TensorFlow Lite with "
                         f"--tflite_quantization={quantization} ({first_line}); try another "
                         "quantization mode or module.") from error
 
 
 def write_tflite(model_bytes, output_file, labels):
-    """Writes the .tflite and its labels file beside it, each atomically. Returns the labels path."""
+    """Writes the .tflite and the labels file beside it, atomically; returns the labels path."""
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
     files.write_file_atomically(output_file, model_bytes)
     labels_file = labels_path_for(output_file)
@@ -175,7 +180,8 @@ def write_tflite(model_bytes, output_file, labels):
 def make_interpreter(model_path=None, model_content=None):
     """A TFLite interpreter: ai_edge_litert's if installed, else the deprecated tf.lite one."""
     try:
-        from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+        # pylint: disable-next=import-outside-toplevel
+        from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
     with warnings.catch_warnings():
@@ -186,7 +192,7 @@ def make_interpreter(model_path=None, model_content=None):
 
 
 class TFLiteClassifier:
-    """A .tflite classifier with label_image.Classifier's interface (labels, image_size, predict)."""
+    """A .tflite classifier with label_image.Classifier's interface: labels, image_size, predict."""
 
     def __init__(self, interpreter, labels):
         self.interpreter = interpreter
@@ -195,6 +201,7 @@ class TFLiteClassifier:
         self._output = interpreter.get_output_details()[0]
         self.image_size = tuple(int(value) for value in self._input["shape"][1:3])
         self.input_type = np.dtype(self._input["dtype"]).name
+        self.num_outputs = int(self._output["shape"][-1])
         self._batch_size = int(self._input["shape"][0])
         interpreter.allocate_tensors()
 
@@ -202,7 +209,8 @@ class TFLiteClassifier:
         """float32 [batch, H, W, 3] in [0, 1] -> float32 probabilities [batch, num_labels]."""
         batch = np.asarray(batch, np.float32)
         if len(batch) != self._batch_size:
-            self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *batch.shape[1:]])
+            self.interpreter.resize_tensor_input(self._input["index"],
+                                                 [len(batch), *batch.shape[1:]])
             self.interpreter.allocate_tensors()
             self._batch_size = len(batch)
         self.interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
@@ -216,7 +224,8 @@ def _quantize(values, detail):
         return values
     scale, zero_point = detail["quantization"]
     limits = np.iinfo(detail["dtype"])
-    return np.clip(np.round(values / scale + zero_point), limits.min, limits.max).astype(detail["dtype"])
+    quantized = np.clip(np.round(values / scale + zero_point), limits.min, limits.max)
+    return quantized.astype(detail["dtype"])
 
 
 def _dequantize(values, detail):
@@ -247,11 +256,10 @@ def load_classifier(tflite_file, labels_file=None):
     with open(labels_file, "rb") as lines:
         labels = [os.fsdecode(line.rstrip(b"\r\n")) for line in lines if line.strip()]
     classifier = TFLiteClassifier(interpreter, labels)
-    outputs = int(classifier._output["shape"][-1])  # pylint: disable=protected-access
-    if outputs != len(labels):
+    if classifier.num_outputs != len(labels):
         raise UserError(f"Labels file {labels_file!r} has {len(labels)} labels but "
-                        f"{tflite_file!r} has {outputs} outputs; pass the labels file written "
-                        "with that model.")
+                        f"{tflite_file!r} has {classifier.num_outputs} outputs; pass the labels "
+                        "file written with that model.")
     return classifier
 
 
@@ -285,7 +293,8 @@ def export_and_evaluate(settings, saved_model_dir, labels, image_size, training_
         sample = sample_paths(training_paths, settings.representative_images, settings.seed)
         logging.info("Calibrating int8 quantization on %d training images.", len(sample))
         representative = representative_dataset(sample, image_size, settings.max_image_pixels)
-    model_bytes = convert(saved_model_dir, settings.quantization, settings.int8_input, representative)
+    model_bytes = convert(saved_model_dir, settings.quantization, settings.int8_input,
+                          representative)
     labels_file = write_tflite(model_bytes, settings.output_file, labels)
     classifier = load_classifier(settings.output_file, labels_file)
     probabilities = predict_files(classifier, [image.path for image in test_images],
@@ -339,7 +348,8 @@ def log_report(report):
                         "SavedModel on the test split (%.1f%% vs %.1f%%); consider another "
                         "--tflite_quantization (dynamic or float16 keep more accuracy).",
                         report.quantization, report.accuracy_drop_points,
-                        report.test_top1_accuracy * 100, report.saved_model_test_top1_accuracy * 100)
+                        report.test_top1_accuracy * 100,
+                        report.saved_model_test_top1_accuracy * 100)
 
 
 def directory_size(directory):

@@ -213,8 +213,10 @@ def test_int8_needs_a_representative_dataset(trained):
 
 
 @pytest.mark.parametrize("output_file, quantization, int8_input, message", [
-    ("m.tflite", "int4", "float32", r"--tflite_quantization='int4' is not a mode; pass one of none"),
-    ("m.tflite", "int8", "int16", r"--tflite_int8_input='int16' is not a type; pass float32 or uint8"),
+    ("m.tflite", "int4", "float32",
+     r"--tflite_quantization='int4' is not a mode; pass one of none"),
+    ("m.tflite", "int8", "int16",
+     r"--tflite_int8_input='int16' is not a type; pass float32 or uint8"),
     (None, "float16", "float32", r"--tflite_quantization=float16 needs a file to write; pass "
      r"--tflite_output_file"),
     (None, "none", "uint8", r"--tflite_int8_input needs --tflite_output_file"),
@@ -232,7 +234,7 @@ def test_missing_model_and_labels_are_user_errors(tmp_path, float_tflite):
     path = float_tflite
     with pytest.raises(UserError, match=r"--tflite_model '.*nothing.tflite' does not exist"):
         tflite_export.load_classifier(str(tmp_path / "nothing.tflite"))
-    with pytest.raises(UserError, match=r"Labels file '.*missing.txt' does not exist; pass --labels"):
+    with pytest.raises(UserError, match=r"Labels file '.*missing.txt' does not exist; pass --lab"):
         tflite_export.load_classifier(path, str(tmp_path / "missing.txt"))
 
 
@@ -308,7 +310,8 @@ def _parse_retrain_flags(argv):
 
 def test_tflite_flags_reach_the_config():
     config = _parse_retrain_flags(["--tflite_output_file=m.tflite", "--tflite_quantization=int8",
-                                   "--tflite_int8_input=uint8", "--tflite_representative_images=20"])
+                                   "--tflite_int8_input=uint8",
+                                   "--tflite_representative_images=20"])
     assert (config.tflite_output_file, config.tflite_quantization) == ("m.tflite", "int8")
     assert (config.tflite_int8_input, config.tflite_representative_images) == ("uint8", 20)
     default = _parse_retrain_flags([])
@@ -331,7 +334,8 @@ def test_label_image_prints_the_same_for_tflite_and_saved_model(
     label_image_cli.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
                                 labels=tflite_export.labels_path_for(float_tflite))
     from_tflite = capsys.readouterr().out.splitlines()
-    assert len(from_tflite) == len(from_saved_model) == len(paths) * (3 if output_format == "text" else 1)
+    lines_per_image = 3 if output_format == "text" else 1  # Path and 2 labels, or one JSON object.
+    assert len(from_tflite) == len(from_saved_model) == len(paths) * lines_per_image
     for tflite_line, saved_model_line in zip(from_tflite, from_saved_model):
         if output_format == "json":
             tflite_line, saved_model_line = json.loads(tflite_line), json.loads(saved_model_line)

@@ -37,6 +37,9 @@ INT8_INPUT_TYPES = ("float32", "uint8")
 # SavedModel gets a warning: beyond it, the quantization is costing the user something.
 ACCURACY_DROP_WARNING_POINTS = 1.0
 
+# What to suggest instead of a mode that lost accuracy: the modes that round less.
+_KEEPS_MORE_ACCURACY = {"int8": "dynamic or float16", "dynamic": "float16", "float16": "none"}
+
 
 @dataclasses.dataclass
 class TFLiteSettings:
@@ -345,12 +348,12 @@ def log_report(report):
                  report.top1_agreement_with_saved_model * 100)
     if report.quantization != "none" and report.accuracy_drop_points > ACCURACY_DROP_WARNING_POINTS:
         logging.warning("The %s-quantized TensorFlow Lite model scores %.1f points below the "
-                        "SavedModel on the test split (%.1f%% vs %.1f%%); consider another "
-                        "--tflite_quantization (dynamic or float16 keep more accuracy).",
+                        "SavedModel on the test split (%.1f%% vs %.1f%%, N=%d); if that matters, "
+                        "try --tflite_quantization=%s, which keeps more accuracy.",
                         report.quantization, report.accuracy_drop_points,
                         report.test_top1_accuracy * 100,
-                        report.saved_model_test_top1_accuracy * 100)
-
+                        report.saved_model_test_top1_accuracy * 100, report.test_count,
+                        _KEEPS_MORE_ACCURACY[report.quantization])
 
 def directory_size(directory):
     """Bytes in all files under directory."""

@@ -23,6 +23,9 @@ def define_flags(flag_values=FLAGS):
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
     string("saved_model_dir", "retrain_output/saved_model", "The SavedModel that retrain exported.")
+    string("tflite_model", None, "A .tflite file that retrain wrote (--tflite_output_file), used "
+           "instead of --saved_model_dir.")
+    string("labels", None, "Labels file of --tflite_model. Default: <name>_labels.txt beside it.")
     flags.DEFINE_multi_string("image", [], "Image file to label; repeat the flag, or list files "
                               "after it.", flag_values=flag_values)
     string("image_dir", None, "Label every image in this folder (recursively), in batches.")
@@ -72,11 +75,24 @@ def format_json(prediction, top):
                   json.dumps(record, ensure_ascii=False))
 
 
-def label_files(paths, saved_model_dir, output_format, count, batch_size):
+def load_model(saved_model_dir, tflite_model=None, labels=None):
+    """The classifier to label with: the .tflite file if one is given, else the SavedModel."""
+    if tflite_model:
+        from retrain import tflite_export  # pylint: disable=import-outside-toplevel
+        return tflite_export.load_classifier(tflite_model, labels)
+    if labels:
+        raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
+                        "labels); pass --tflite_model too, or drop --labels.")
+    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    return label_image.load_classifier(saved_model_dir)
+
+
+def label_files(paths, saved_model_dir, output_format, count, batch_size, tflite_model=None,
+                labels=None):
     """Prints predictions for every path; returns how many images could not be labelled."""
     from retrain import dataset  # pylint: disable=import-outside-toplevel
     from retrain import label_image  # pylint: disable=import-outside-toplevel
-    classifier = label_image.load_classifier(saved_model_dir)
+    classifier = load_model(saved_model_dir, tflite_model, labels)
     failures = 0
     for prediction in label_image.classify_files(classifier, paths, batch_size):
         top = [] if prediction.error else label_image.top_predictions(
@@ -141,7 +157,8 @@ def main(argv):
                                    FLAGS.report_dir)
         paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
         failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
-                               FLAGS.num_top_predictions, FLAGS.batch_size)
+                               FLAGS.num_top_predictions, FLAGS.batch_size, FLAGS.tflite_model,
+                               FLAGS.labels)
     except UserError as error:
         console.print_error("label_image", error)
         return 2

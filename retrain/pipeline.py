@@ -19,6 +19,7 @@ from retrain import metrics as metrics_lib
 from retrain import modules
 from retrain import report
 from retrain import split
+from retrain import tflite_export
 from retrain import train
 from retrain.errors import UserError
 
@@ -32,6 +33,7 @@ class RunResult:
     bottlenecks_computed: int
     stage_seconds: dict
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
+    tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
 
 
 def run(config):
@@ -39,6 +41,8 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
+                                 config.tflite_int8_input)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
     split.check_split_possible(collection.images, collection.labels,
@@ -73,8 +77,12 @@ def run(config):
         export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
                                   module.image_size, config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
+    tflite = None
+    if config.tflite_output_file:
+        with timer("tflite"):
+            tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
     result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification=classification)
+                       classification=classification, tflite=tflite)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -87,6 +95,23 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def export_tflite(config, module, labels, splits, head, test_data):
+    """Converts the exported SavedModel to TFLite and evaluates it on the test split.
+
+    The SavedModel's predictions to compare with are the head's on the cached test
+    bottlenecks: the same network on the same decoded images, without running it again.
+    """
+    settings = tflite_export.TFLiteSettings(
+        output_file=config.tflite_output_file, quantization=config.tflite_quantization,
+        int8_input=config.tflite_int8_input,
+        representative_images=config.tflite_representative_images, seed=config.random_seed,
+        max_image_pixels=config.max_image_pixels)
+    features, _, test_images = test_data
+    return tflite_export.export_and_evaluate(
+        settings, config.saved_model_dir, labels, module.image_size,
+        [image.path for image in splits["training"]], test_images, head.probabilities(features))
 
 
 def training_settings(config):
@@ -106,6 +131,8 @@ def check_outputs_writable(config):
         "--summaries_dir": config.summaries_dir,
         "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
     }
+    if config.tflite_output_file:
+        folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
     for flag, folder in folders.items():
         try:
             # Leaves no folder behind: a run that fails a later setup check writes nothing.
@@ -151,6 +178,8 @@ def write_metrics(config, module, result):
     if result.classification:
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
+    if result.tflite:
+        metrics["tflite"] = dataclasses.asdict(result.tflite)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
     files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
                                 flag="--metrics_file")

@@ -1,9 +1,9 @@
 """Build a built-in backbone into a TF Hub-style image feature-vector SavedModel, or reuse it.
 
-The SavedModel follows the TF Hub reusable SavedModel convention: `__call__(images, training)`
-with `variables`, `trainable_variables` and `regularization_losses`, so both
+The SavedModel follows the TF Hub reusable SavedModel convention (see export.py), so both
 `tf.saved_model.load(dir)` and `hub.KerasLayer(dir)` (also with trainable=True) can use it.
-Its input signature is [None, height, width, 3] with the backbone's native size.
+Its input signature is [None, height, width, 3] with the backbone's native size, and its
+`serving_default` signature maps "images" to "feature_vector".
 
 TensorFlow is imported only when a build is needed, so reusing a cached build and looking up
 the table stay cheap.
@@ -156,11 +156,11 @@ def build_feature_model(name, weights_path=None):
     return keras_applications.build_model(spec, weights_path)
 
 
-def save_model(model, directory):
+def save_model(model, directory, output_name="feature_vector"):
     """Saves a tf_keras.Model as a reusable SavedModel in `directory` (str)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from retrain.backbones import export  # pylint: disable=import-outside-toplevel
 
-    tf.saved_model.save(model, directory)
+    export.save_reusable_saved_model(model, directory, output_name)
 
 
 def ensure_backbone(name, cache_dir=None, weights_path=None):
@@ -205,5 +205,6 @@ def build_classifier_saved_model(name, target_dir):
     from retrain.backbones import efficientnet_lite  # pylint: disable=import-outside-toplevel
 
     weight_path = _locate_efficientnet_weights(spec, None)
-    save_model(efficientnet_lite.build_model(spec, weight_path, include_top=True), target_dir)
+    model = efficientnet_lite.build_model(spec, weight_path, include_top=True)
+    save_model(model, target_dir, output_name="probabilities")
     return target_dir

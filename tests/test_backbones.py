@@ -55,7 +55,8 @@ def lite0(cache_dir):
 @pytest.fixture(scope="session")
 def lite0_classifier(tmp_path_factory):
     target_dir = str(tmp_path_factory.mktemp("classifier") / "efficientnet_lite0")
-    return tf.saved_model.load(backbones.build_classifier_saved_model("efficientnet_lite0", target_dir))
+    backbones.build_classifier_saved_model("efficientnet_lite0", target_dir)
+    return tf.saved_model.load(target_dir)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_default_cache_dir_prefers_the_environment_variable(monkeypatch):
 
 
 def test_unknown_backbone_names_the_choices(tmp_path):
-    with pytest.raises(UserError, match="'efficientnet_lite9' is not a built-in.*efficientnet_lite0"):
+    with pytest.raises(UserError, match="'efficientnet_lite9' is not a built-in.*_lite0"):
         backbones.ensure_backbone("efficientnet_lite9", cache_dir=str(tmp_path))
 
 
@@ -114,7 +114,8 @@ def test_build_atomically_uses_the_winner_after_losing_the_race(tmp_path):
         cache._write_metadata(winner, _METADATA)
         os.rename(winner, target)
 
-    assert cache.build_atomically(target, _METADATA, build_into_while_another_process_wins) == target
+    built = cache.build_atomically(target, _METADATA, build_into_while_another_process_wins)
+    assert built == target
     assert not os.path.exists(os.path.join(target, "model.txt"))  # Winner's build, not ours.
     assert os.listdir(tmp_path) == ["fake"]
 

@@ -56,12 +56,14 @@ def _write_legacy_file(path, state_dict, fake_torch):
             if not isinstance(obj, _Storage):
                 return None
             storages[obj.key] = obj.array
-            storage_type = fake_torch.LongStorage if obj.array.dtype == np.int64 else fake_torch.FloatStorage
+            is_long = obj.array.dtype == np.int64
+            storage_type = fake_torch.LongStorage if is_long else fake_torch.FloatStorage
             return ("storage", storage_type, obj.key, "cpu", obj.array.size, None)
 
         def reducer_override(self, obj):
             if isinstance(obj, _Tensor):
-                arguments = (obj.storage, obj.offset, obj.size, obj.stride, False, collections.OrderedDict())
+                hooks = collections.OrderedDict()
+                arguments = (obj.storage, obj.offset, obj.size, obj.stride, False, hooks)
                 return fake_torch._utils._rebuild_tensor_v2, arguments
             return NotImplemented
 

@@ -73,3 +73,14 @@ def test_loads_a_local_weights_file_and_refuses_another_networks(tmp_path):
         np.testing.assert_array_equal(loaded, saved)
     with pytest.raises(UserError, match="vgg16_notop.h5.*'notop'.*VGG19"):
         backbones.build_feature_model("keras/vgg19", weights_path)
+
+
+def test_unreachable_weight_store_suggests_a_local_file(monkeypatch, tmp_path):
+    def fail_to_download(**unused_kwargs):
+        # What tf_keras' get_file raises when the Keras weight store cannot be reached.
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...")
+
+    monkeypatch.setattr(tf_keras.applications, "ResNet50", fail_to_download)
+    with pytest.raises(UserError, match="Keras weight store.*weights_path=.*efficientnet_lite0"):
+        backbones.ensure_backbone("keras/resnet50", cache_dir=str(tmp_path))
+    assert not (tmp_path / "backbones").exists() or not any((tmp_path / "backbones").iterdir())

@@ -50,6 +50,9 @@ def define_flags(flag_values=FLAGS):
             "How many training steps to run.", lower_bound=0)
     flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate of the SGD steps.",
                        lower_bound=0.0, flag_values=flag_values)
+    flags.DEFINE_float("momentum", _DEFAULTS.momentum,
+                       "SGD momentum of the training steps (0: retrain.py's plain SGD).",
+                       lower_bound=0.0, upper_bound=0.999, flag_values=flag_values)
     integer("train_batch_size", _DEFAULTS.train_batch_size, "Examples per training step.",
             lower_bound=1)
     integer("eval_step_interval", _DEFAULTS.eval_step_interval,

@@ -118,7 +118,8 @@ def training_settings(config):
     return train.TrainingSettings(
         steps=config.how_many_training_steps, batch_size=config.train_batch_size,
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
-        validation_batch_size=config.validation_batch_size, seed=config.random_seed)
+        validation_batch_size=config.validation_batch_size, seed=config.random_seed,
+        momentum=config.momentum)
 
 
 def check_outputs_writable(config):

@@ -78,7 +78,7 @@ def fast_config(image_dir, module, output_dir, **overrides):
     from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel
 
     settings = dict(image_dir=str(image_dir), tfhub_module=str(module), output_dir=str(output_dir),
-                    how_many_training_steps=150, learning_rate=1.0, eval_step_interval=50,
+                    how_many_training_steps=150, learning_rate=0.1, eval_step_interval=50,
                     validation_batch_size=-1, bottleneck_batch_size=8)
     settings.update(overrides)
     return RetrainConfig(**settings)

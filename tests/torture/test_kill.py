@@ -16,7 +16,7 @@ import processes
 
 # Enough images for two full cache shards (256 records each) and a partial one.
 PER_CLASS = 200
-RUN_FLAGS = dict(how_many_training_steps=60, learning_rate=1.0, eval_step_interval=20,
+RUN_FLAGS = dict(how_many_training_steps=60, learning_rate=0.1, eval_step_interval=20,
                  validation_batch_size=-1, bottleneck_batch_size=8)
 
 

@@ -13,7 +13,7 @@ from retrain import pipeline
 import processes
 
 PER_CLASS = 200
-RUN_FLAGS = dict(how_many_training_steps=30, learning_rate=1.0, eval_step_interval=10,
+RUN_FLAGS = dict(how_many_training_steps=30, learning_rate=0.1, eval_step_interval=10,
                  validation_batch_size=-1, bottleneck_batch_size=8)
 
 

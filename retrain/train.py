@@ -82,30 +82,36 @@ def train_head(train_features, train_labels, validation_features, validation_lab
     """
     # A fixed seed makes runs repeatable: same images, same flags, same model.
     rng = np.random.default_rng(settings.seed)
-    model = _SoftmaxLayer(train_features.shape[1], num_classes, rng)
-    features = tf.constant(train_features, tf.float32)
-    labels = tf.constant(train_labels, tf.int32)
+    model = _SoftmaxLayer(train_features, train_labels, num_classes, rng)
     train_sampler = ClassBalancedSampler(train_labels, num_classes, rng)
     validation_sampler = ClassBalancedSampler(validation_labels, num_classes, rng)
     writers = _summary_writers(summaries_dir)
     history = History()
-    for step in range(settings.steps):
-        batch = tf.constant(train_sampler.sample(settings.batch_size))
-        train_accuracy, cross_entropy = model.train_step(features, labels, batch,
-                                                         settings.learning_rate)
-        if step % settings.eval_step_interval == 0 or step + 1 == settings.steps:
-            validation_accuracy, count = _validation_accuracy(
-                model, validation_features, validation_labels, validation_sampler, settings)
-            _log_step(step, float(train_accuracy), float(cross_entropy), validation_accuracy, count)
-            _record(history, writers, step, float(train_accuracy), float(cross_entropy),
-                    validation_accuracy)
+    first_step = 0
+    for eval_step in evaluation_steps(settings.steps, settings.eval_step_interval):
+        # The steps up to the next evaluation run inside one TensorFlow call: a Python round
+        # trip per step would cost more than the step itself.
+        batches = np.stack([train_sampler.sample(settings.batch_size)
+                            for _ in range(first_step, eval_step + 1)])
+        train_accuracy, cross_entropy = model.train_steps(tf.constant(batches),
+                                                          tf.constant(settings.learning_rate))
+        first_step = eval_step + 1
+        validation_accuracy, count = _validation_accuracy(
+            model, validation_features, validation_labels, validation_sampler, settings)
+        _log_step(eval_step, float(train_accuracy), float(cross_entropy), validation_accuracy, count)
+        _record(history, writers, eval_step, float(train_accuracy), float(cross_entropy),
+                validation_accuracy)
     return Head(model.weights.numpy(), model.biases.numpy()), history
 
 
 class _SoftmaxLayer(tf.Module):
 
-    def __init__(self, feature_dim, num_classes, rng):
+    def __init__(self, train_features, train_labels, num_classes, rng):
         super().__init__()
+        # The training set lives in variables: passed as arguments, XLA would copy it each call.
+        self.train_features = tf.Variable(train_features, trainable=False, dtype=tf.float32)
+        self.train_labels = tf.Variable(train_labels, trainable=False, dtype=tf.int32)
+        feature_dim = train_features.shape[1]
         initial = np.clip(rng.normal(0.0, 0.001, [feature_dim, num_classes]), -0.002, 0.002)
         self.weights = tf.Variable(initial.astype(np.float32))
         self.biases = tf.Variable(tf.zeros([num_classes]))
@@ -113,11 +119,22 @@ class _SoftmaxLayer(tf.Module):
     def logits(self, features):
         return tf.matmul(features, self.weights) + self.biases
 
-    @tf.function(reduce_retracing=True)
-    def train_step(self, all_features, all_labels, batch_indices, learning_rate):
-        """One SGD step; returns (accuracy, cross-entropy) on the batch before the step."""
-        features = tf.gather(all_features, batch_indices)
-        labels = tf.gather(all_labels, batch_indices)
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64),
+                                  tf.TensorSpec([], tf.float32)], jit_compile=True)
+    def train_steps(self, batches, learning_rate):
+        """One SGD step per row of batches (example indices [steps, batch_size]).
+
+        Returns:
+          (accuracy, cross-entropy) of the last step's batch, measured before its update.
+        """
+        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
+        for batch_indices in batches:
+            accuracy, loss = self._train_step(batch_indices, learning_rate)
+        return accuracy, loss
+
+    def _train_step(self, batch_indices, learning_rate):
+        features = tf.gather(self.train_features, batch_indices)
+        labels = tf.gather(self.train_labels, batch_indices)
         with tf.GradientTape() as tape:
             logits = self.logits(features)
             loss = tf.reduce_mean(
@@ -127,6 +144,13 @@ class _SoftmaxLayer(tf.Module):
         self.biases.assign_sub(learning_rate * bias_gradient)
         correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
         return tf.reduce_mean(tf.cast(correct, tf.float32)), loss
+
+
+def evaluation_steps(steps, interval):
+    """Steps after which retrain.py evaluates: every `interval` steps from 0, and the last."""
+    if steps <= 0:
+        return []
+    return sorted(set(range(0, steps, interval)) | {steps - 1})
 
 
 def _validation_accuracy(model, features, labels, sampler, settings):

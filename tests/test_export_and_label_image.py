@@ -1,0 +1,117 @@
+"""The exported SavedModel and label_image: reload, both signatures, output formats."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from retrain import images
+from retrain import label_image
+from retrain import label_image_cli
+from retrain import pipeline
+from retrain import preprocess
+from retrain.errors import UserError
+from tests.conftest import fast_config
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_module, colour_images):
+    output_dir = tmp_path_factory.mktemp("export") / "out"
+    pipeline.run(fast_config(colour_images, tiny_module, output_dir))
+    return str(output_dir / "saved_model")
+
+
+def _some_images(colour_images):
+    return [os.path.join(colour_images, label, f"{label}_{index:03d}.{extension}")
+            for label in ("blue", "green", "red") for index, extension in ((0, "jpg"), (1, "png"))]
+
+
+def test_saved_model_carries_labels_and_size(exported):
+    classifier = label_image.load_classifier(exported)
+    assert classifier.labels == ["blue", "green", "red"]
+    assert classifier.image_size == (32, 32)
+
+
+def test_both_signatures_agree(exported, colour_images):
+    model = tf.saved_model.load(exported)
+    paths = _some_images(colour_images)
+    # PNG decodes identically in Pillow and TensorFlow, so the two paths must agree closely.
+    png_paths = [path for path in paths if path.endswith(".png")]
+    floats = np.stack([preprocess.resize_for_module(images.read_image_file(path), (32, 32)).numpy()
+                       for path in png_paths])
+    from_floats = model.signatures["serving_default"](image=tf.constant(floats))["prediction"].numpy()
+    encoded = tf.constant([open(path, "rb").read() for path in png_paths])
+    from_bytes = model.signatures["serving_bytes"](image_bytes=encoded)["prediction"].numpy()
+    np.testing.assert_allclose(from_floats, from_bytes, atol=1e-5)
+    assert from_floats.shape == (3, 3)
+    np.testing.assert_allclose(from_floats.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_labels_the_training_colours_correctly(exported, colour_images):
+    classifier = label_image.load_classifier(exported)
+    paths = _some_images(colour_images)
+    predictions = list(label_image.classify_files(classifier, paths, batch_size=4))
+    top = [label_image.top_predictions(prediction, classifier.labels, 1)[0][0]
+           for prediction in predictions]
+    assert top == ["blue", "blue", "green", "green", "red", "red"]
+
+
+def _run_label_image(*args):
+    return subprocess.run([sys.executable, "-m", "retrain.label_image_cli", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_label_image_json_matches_in_process_prediction(exported, colour_images, tmp_path):
+    paths = _some_images(colour_images)[:2]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    completed = _run_label_image(f"--saved_model_dir={exported}", "--output_format=json",
+                                 "--num_top_predictions=2", "--image", paths[0], paths[1], str(broken))
+    assert completed.returncode == 1, completed.stderr
+    records = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [record["path"] for record in records] == [*paths, str(broken)]
+    assert "cannot decode" in records[2]["error"] and "broken.jpg" in completed.stderr
+    classifier = label_image.load_classifier(exported)
+    for record, prediction in zip(records, label_image.classify_files(classifier, paths)):
+        expected = label_image.top_predictions(prediction, classifier.labels, 2)
+        assert record["labels"] == [label for label, _ in expected]
+        np.testing.assert_allclose(record["scores"], [score for _, score in expected], atol=1e-5)
+
+
+def test_label_image_text_format_for_a_folder(exported, colour_images):
+    completed = _run_label_image(f"--saved_model_dir={exported}", f"--image_dir={colour_images}",
+                                 "--num_top_predictions=3")
+    assert completed.returncode == 0, completed.stderr
+    blocks = completed.stdout.strip().split("\n")
+    assert len(blocks) == 36 * 4  # A path line and three "label score" lines per image.
+    label, score = blocks[1].rsplit(" ", 1)
+    assert label in ("blue", "green", "red") and 0.0 <= float(score) <= 1.0
+
+
+def test_label_image_single_image_prints_retrain_py_lines(exported, colour_images):
+    completed = _run_label_image(f"--saved_model_dir={exported}",
+                                 f"--image={_some_images(colour_images)[4]}")
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("red ")
+    scores = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_model_not_made_by_retrain_is_refused(tiny_module):
+    with pytest.raises(UserError, match=r"was not made by retrain"):
+        label_image.load_classifier(tiny_module)
+
+
+def test_missing_saved_model_dir_is_one_line_error(tmp_path):
+    completed = _run_label_image(f"--saved_model_dir={tmp_path / 'nothing'}", "--image=x.jpg")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith("label_image: error: --saved_model_dir")
+
+
+def test_no_images_given():
+    with pytest.raises(UserError, match="No images given"):
+        label_image_cli.image_paths([], None, [])

@@ -22,7 +22,7 @@ REPO_DIR = pathlib.Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_DIR / "Dockerfile"
 SHELL_SCRIPTS = sorted(
     [*REPO_DIR.glob("docker/**/*.sh"), *REPO_DIR.glob("scripts/*.sh"),
-     *REPO_DIR.glob("tests/docker/*.sh")])
+     *REPO_DIR.glob("tests/docker/*.sh"), *REPO_DIR.glob(".ci/run")])
 
 
 def find_tool(name, package):
@@ -93,10 +93,32 @@ def test_base_image_is_pinned_to_the_required_tensorflow(dockerfile):
     assert instructions(dockerfile, "ARG")[0]["value"].startswith("BASE_IMAGE=")
 
 
+def requirement_lines(path):
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
 def test_gpu_variant_installs_tensorflow_with_its_cuda_wheels():
-    gpu = (REPO_DIR / "docker" / "requirements" / "gpu.txt").read_text()
-    assert re.search(r"^tensorflow\[and-cuda\]$", gpu, re.MULTILINE)
-    assert (REPO_DIR / "docker" / "requirements" / "cpu.txt").exists()
+    gpu = requirement_lines(REPO_DIR / "docker" / "requirements" / "gpu.txt")
+    assert "tensorflow[and-cuda]" in gpu  # unversioned: requirements.txt pins TensorFlow
+    assert requirement_lines(REPO_DIR / "docker" / "requirements" / "cpu.txt") == []
+
+
+def test_gpu_cuda_pins_are_the_versions_tensorflow_is_built_against():
+    # The and-cuda extra says nvidia-cudnn-cu12>=9.3.0.75,<10 and so on: its lower bounds
+    # are the CUDA and cuDNN that TensorFlow was built with, and gpu.txt pins exactly those.
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    pins = dict(line.split("==") for line in (REPO_DIR / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    if metadata.version("tensorflow") != pins["tensorflow"]:
+        pytest.skip("the installed TensorFlow is not the pinned one")
+    lower_bounds = {}
+    for requirement in metadata.requires("tensorflow"):
+        if 'extra == "and-cuda"' in requirement:
+            name, bounds = re.match(r"([\w.-]+)\s*([^;]*)", requirement).groups()
+            lower_bounds[name] = re.search(r">=\s*([\w.]+)", bounds).group(1)
+    gpu_pins = dict(line.split("==") for line in
+                    requirement_lines(REPO_DIR / "docker" / "requirements" / "gpu.txt") if "==" in line)
+    assert lower_bounds and gpu_pins == lower_bounds
 
 
 def test_entrypoint_is_exec_form_under_an_init(dockerfile):

@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    RETRAIN_CACHE_DIR=/opt/retrain/backbones \
+    RETRAIN_CACHE_DIR=/opt/retrain/cache \
     TFHUB_CACHE_DIR=/cache/tfhub \
     KERAS_HOME=/cache/keras
 

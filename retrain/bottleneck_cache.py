@@ -15,6 +15,7 @@ shards; the float32 payload is stored as it is, with 20 bytes of key per vector.
 import dataclasses
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -69,13 +70,13 @@ class BottleneckCache:
         """Creates the folder (failing clearly if it cannot) and records which module it is for."""
         try:
             files.check_writable_dir(self.directory)
+            description_path = os.path.join(self.directory, "module.json")
+            if not os.path.exists(description_path):
+                files.write_file_atomically(description_path,
+                                            json.dumps(module_description, indent=2).encode() + b"\n")
         except OSError as error:
-            raise UserError(f"Cannot write the bottleneck cache at {self.directory!r} "
-                            f"({error.strerror or error}); pass a writable --bottleneck_dir.") from error
-        description_path = os.path.join(self.directory, "module.json")
-        if not os.path.exists(description_path):
-            files.write_file_atomically(description_path,
-                                  json.dumps(module_description, indent=2).encode() + b"\n")
+            raise files.write_error(self.directory, "--bottleneck_dir", error,
+                                    what="the bottleneck cache") from error
         self._remove_stale_temporary_files()
 
     def read_description(self):
@@ -88,13 +89,14 @@ class BottleneckCache:
 
     def load(self, feature_dim):
         """Reads every shard. Unreadable shards are reported and ignored (they will be recomputed)."""
-        records = []
+        records, read_paths = [], []
         for path in self._shard_paths():
             shard = _read_shard(path, feature_dim)
             if shard is not None:
                 records.append(shard)
+                read_paths.append(path)
         if len(records) > _COMPACT_ABOVE_SHARDS:
-            self._compact(records, feature_dim)
+            self._compact(records, read_paths)
         if not records:
             return CachedVectors([], np.zeros([0, feature_dim], np.float32))
         merged = np.concatenate(records)
@@ -107,9 +109,12 @@ class BottleneckCache:
     def _shard_paths(self):
         return sorted(glob.glob(os.path.join(glob.escape(self.directory), _SHARD_PATTERN)))
 
-    def _compact(self, records, feature_dim):
-        """Merges shards into one. Old shards are removed only after the merged one is in place."""
-        old_paths = self._shard_paths()
+    def _compact(self, records, read_paths):
+        """Merges shards into one. Old shards are removed only after the merged one is in place.
+
+        Only the shards whose records were merged are removed: another run sharing the cache
+        may have added shards since they were listed.
+        """
         merged = np.concatenate(records)
         _, unique_rows = np.unique(merged["key"], return_index=True)
         try:
@@ -117,7 +122,7 @@ class BottleneckCache:
         except OSError as error:
             logging.warning("Could not compact the bottleneck cache (%s); continuing.", error)
             return
-        for path in old_paths:
+        for path in read_paths:
             files.remove_quietly(path)
 
     def _remove_stale_temporary_files(self):
@@ -145,22 +150,37 @@ class ShardWriter:
             self.flush()
 
     def flush(self):
+        """Writes the buffered records as one shard.
+
+        Raises:
+          UserError: the shard cannot be written (a full disk, say). The buffered records are
+            dropped (a re-run computes them again); the shards written before are intact.
+        """
         if not self._pending:
             return
         records = np.empty(len(self._pending), self._dtype)
         records["key"] = [np.void(key) for key, _ in self._pending]
         records["vector"] = np.stack([vector for _, vector in self._pending])
-        _write_shard(self._directory, records)
         self._pending = []
+        try:
+            _write_shard(self._directory, records)
+        except OSError as error:
+            user_error = files.write_error(self._directory, "--bottleneck_dir", error,
+                                           what="the bottleneck cache")
+            raise UserError(f"{user_error} The vectors cached so far are kept.") from error
 
 
 def _write_shard(directory, records):
     name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.npy"
     target = os.path.join(directory, name)
     temporary = os.path.join(directory, f".tmp-{name}")
+    # np.save straight to a file reports a short write (a full disk) as an OSError without
+    # its errno; serialising first and writing the bytes keeps the operating system's error.
+    encoded = io.BytesIO()
+    np.save(encoded, records, allow_pickle=False)
     try:
         with open(temporary, "wb") as shard_file:
-            np.save(shard_file, records, allow_pickle=False)
+            shard_file.write(encoded.getbuffer())
             shard_file.flush()
             os.fsync(shard_file.fileno())
         os.replace(temporary, target)

@@ -69,6 +69,24 @@ def define_flags(flag_values=FLAGS):
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
     integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    define_tflite_flags(flag_values)
+
+
+def define_tflite_flags(flag_values):
+    """The TensorFlow Lite export's flags (retrain.tflite_export)."""
+    flags.DEFINE_string("tflite_output_file", None, "Also write a TensorFlow Lite model here "
+                        "(e.g. model.tflite), its labels beside it as <name>_labels.txt, and its "
+                        "test accuracy and size into metrics.json.", flag_values=flag_values)
+    flags.DEFINE_enum("tflite_quantization", _DEFAULTS.tflite_quantization,
+                      ["none", "dynamic", "float16", "int8"],
+                      "none: float32; dynamic: int8 weights; float16: float16 weights; int8: full "
+                      "integer, calibrated on training images.", flag_values=flag_values)
+    flags.DEFINE_enum("tflite_int8_input", _DEFAULTS.tflite_int8_input, ["float32", "uint8"],
+                      "For int8: float32 input and output in [0, 1], or uint8 input (0..255 "
+                      "pixels) and output for integer-only accelerators.", flag_values=flag_values)
+    flags.DEFINE_integer("tflite_representative_images", _DEFAULTS.tflite_representative_images,
+                         "For int8: how many training images calibrate the quantization.",
+                         lower_bound=1, flag_values=flag_values)
 
 
 # Flags copied into RetrainConfig under the same name (image_size is parsed first).
@@ -119,6 +137,11 @@ def _fail(message, status=2):
 
 
 def run_main():
+    # `retrain compare ...` is its own command with its own flags.
+    if sys.argv[1:2] == ["compare"]:
+        from retrain import compare_cli  # pylint: disable=import-outside-toplevel
+        compare_cli.run_main([f"{sys.argv[0]} compare", *sys.argv[2:]])
+        return
     define_flags()
     app.run(main)
 

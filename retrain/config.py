@@ -46,6 +46,15 @@ class RetrainConfig:
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
+    # TensorFlow Lite export (retrain.tflite_export). None: no .tflite is written.
+    tflite_output_file: Optional[str] = None
+    # none | dynamic (int8 weights) | float16 (float16 weights) | int8 (full integer).
+    tflite_quantization: str = "none"
+    # int8 only: float32 input and output, or uint8 for integer-only accelerators.
+    tflite_int8_input: str = "float32"
+    # int8 only: training images that calibrate activation ranges (TFLite suggests 100-500).
+    tflite_representative_images: int = 100
+
     def resolved(self):
         """A copy with every output path filled in from output_dir."""
         def under_output(path, name):

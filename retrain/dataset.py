@@ -103,6 +103,10 @@ def _list_class_dirs(image_dir):
     if not class_dirs:
         raise UserError(f"No valid folders of images found at {display_path(image_dir)!r}: put each "
                         "label's images in a subfolder named after the label.")
+    for name, _ in class_dirs:
+        if "\n" in name or "\r" in name:
+            raise UserError(f"Class folder name {display_path(name)!r} has a line break, which the "
+                            "labels file (one label per line) cannot hold; rename the folder.")
     if len(class_dirs) == 1:
         raise UserError(f"Only one valid folder of images found at {display_path(image_dir)!r} "
                         f"({display_path(class_dirs[0][0])!r}) - multiple classes are needed for "
@@ -125,7 +129,13 @@ def _walk_files(class_dir):
     """
     files, skipped = [], []
     visited_dirs = set()
-    for root, dir_names, file_names in os.walk(class_dir, followlinks=True):
+
+    def skip_unreadable_dir(error):
+        # Without this, os.walk leaves out a folder it cannot list without a word.
+        skipped.append(SkippedFile(error.filename, f"cannot read folder: {error.strerror or error}"))
+
+    for root, dir_names, file_names in os.walk(class_dir, onerror=skip_unreadable_dir,
+                                               followlinks=True):
         stat = os.stat(root)
         if (stat.st_dev, stat.st_ino) in visited_dirs:
             dir_names[:] = []  # A symlink loop: this folder was walked already.

@@ -14,6 +14,10 @@ class TestResult:
     top5_accuracy: float
     count: int
     misclassified: list  # [(relative_path, true_label, predicted_label, score)]
+    # What retrain.metrics needs: int [count] true class indices and float32 [count, num_classes]
+    # softmax outputs of the images scored, in the same order.
+    true_labels: np.ndarray = None
+    probabilities: np.ndarray = None
 
 
 def evaluate_head(head, features, labels, image_files, label_names, test_batch_size=-1, seed=0):
@@ -33,7 +37,8 @@ def evaluate_head(head, features, labels, image_files, label_names, test_batch_s
                                                              replace=False))
     if len(indices) == 0:
         logging.info("No test images (--testing_percentage=0): skipping the final test.")
-        return TestResult(float("nan"), float("nan"), 0, [])
+        return TestResult(float("nan"), float("nan"), 0, [], np.zeros([0], np.int64),
+                          np.zeros([0, len(label_names)], np.float32))
     probabilities = head.probabilities(features[indices])
     truth = labels[indices]
     ranked = np.argsort(-probabilities, axis=1)
@@ -44,7 +49,7 @@ def evaluate_head(head, features, labels, image_files, label_names, test_batch_s
          float(probabilities[position, row[0]]))
         for position, (index, true, row) in enumerate(zip(indices, truth, ranked)) if row[0] != true]
     logging.info("Final test accuracy = %.1f%% (N=%d)", top1 * 100, len(indices))
-    return TestResult(top1, top5, len(indices), misclassified)
+    return TestResult(top1, top5, len(indices), misclassified, truth, probabilities)
 
 
 def log_misclassified(result):

@@ -67,8 +67,11 @@ def export_saved_model(feature_extractor, head, labels, image_size, saved_model_
             "serving_bytes": classifier.classify_image_bytes,
         })
         files.replace_directory(temporary, saved_model_dir)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        # A full disk surfaces as OSError or as a TensorFlow file error.
+        if isinstance(error, (OSError, tf.errors.OpError)):
+            raise files.write_error(parent, "--saved_model_dir", error, what="the model") from error
         raise
     logging.info("Saved the retrained model to %s", saved_model_dir)
 
@@ -77,5 +80,5 @@ def write_labels(labels, path):
     """Writes one label per line; line i is output index i (retrain.py's labels file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = b"".join(os.fsencode(label) + b"\n" for label in labels)
-    files.write_file_atomically(path, data)
+    files.write_file_atomically(path, data, flag="--output_labels")
     logging.info("Saved the labels to %s", path)

@@ -1,8 +1,14 @@
 """Writing files so that a killed run never leaves a half-written one at the final path."""
 
+import errno
 import os
 import shutil
 import uuid
+
+from retrain.errors import UserError
+
+# Write errors that mean "the disk (or the quota, or the file-size limit) is full".
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def temporary_sibling(path, tag="tmp"):
@@ -11,18 +17,51 @@ def temporary_sibling(path, tag="tmp"):
     return os.path.join(directory, f".{tag}-{uuid.uuid4().hex[:12]}-{name}")
 
 
-def write_file_atomically(path, data):
-    """Writes bytes to path via a temporary file and a rename: readers see all or nothing."""
+def write_file_atomically(path, data, flag=None):
+    """Writes bytes to path via a temporary file and a rename: readers see all or nothing.
+
+    The folder is created if needed (a run checks its output folders without keeping them).
+
+    Args:
+      path: the file to write.
+      data: bytes.
+      flag: the command-line flag that set path; if given, a failed write (a full disk, say)
+        raises a UserError naming the folder, the reason and the fix instead of OSError.
+    """
     temporary = temporary_sibling(path)
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(temporary, "wb") as output:
             output.write(data)
             output.flush()
             os.fsync(output.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         remove_quietly(temporary)
+        if flag and isinstance(error, OSError):
+            raise write_error(os.path.dirname(os.path.abspath(path)), flag, error) from error
         raise
+
+
+def disk_full_reason(error):
+    """"No space left on device" (or the quota or file-size message) if that is why a write
+    failed, else None. TensorFlow's file errors carry no errno, only the system's message."""
+    if getattr(error, "errno", None) in _DISK_FULL_ERRNOS:
+        return os.strerror(error.errno)
+    return next((os.strerror(number) for number in sorted(_DISK_FULL_ERRNOS)
+                 if os.strerror(number) in str(error)), None)
+
+
+def write_error(folder, flag, error, what="files"):
+    """A UserError for a failed write into folder: names the folder, the reason and the fix."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if disk_full_reason(error):
+        reason = disk_full_reason(error)
+        fix = (f"free some space there, or pass {flag} on a disk with more room, and run the "
+               "same command again")
+    else:
+        fix = f"make it writable, or pass another {flag}"
+    return UserError(f"Cannot write {what} to {folder!r} ({reason}); {fix}.")
 
 
 def replace_directory(temporary_dir, target_dir):
@@ -47,6 +86,30 @@ def check_writable_dir(directory):
     with open(probe, "wb"):
         pass
     os.remove(probe)
+
+
+def probe_writable_dir(directory):
+    """Proves that directory can be created (if needed) and written, and leaves no trace.
+
+    Folders that the probe had to create are removed again, so a run that stops at a later
+    check (or at this one, for another folder) leaves the disk as it found it.
+
+    Raises:
+      OSError: the folder cannot be created or written.
+    """
+    missing = []
+    parent = os.path.abspath(directory)
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        check_writable_dir(directory)
+    finally:
+        for folder in missing:  # Deepest first.
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass  # Not created, or another run put something in it meanwhile.
 
 
 def remove_quietly(path):

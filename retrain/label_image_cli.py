@@ -5,6 +5,8 @@ The only module that defines label_image's flags.
 
 import functools
 import json
+import os
+import re
 import sys
 
 from absl import app
@@ -21,6 +23,9 @@ def define_flags(flag_values=FLAGS):
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
     string("saved_model_dir", "retrain_output/saved_model", "The SavedModel that retrain exported.")
+    string("tflite_model", None, "A .tflite file that retrain wrote (--tflite_output_file), used "
+           "instead of --saved_model_dir.")
+    string("labels", None, "Labels file of --tflite_model. Default: <name>_labels.txt beside it.")
     flags.DEFINE_multi_string("image", [], "Image file to label; repeat the flag, or list files "
                               "after it.", flag_values=flag_values)
     string("image_dir", None, "Label every image in this folder (recursively), in batches.")
@@ -29,6 +34,11 @@ def define_flags(flag_values=FLAGS):
                       "text: 'label score' lines, after the image's path when there are several "
                       "images; json: one JSON object per image and line.", flag_values=flag_values)
     integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
+    flags.DEFINE_boolean("evaluate", False, "Treat each subfolder of --image_dir as the true label "
+                         "of its images and print accuracy, per-class results and the confusion "
+                         "matrix instead of predictions.", flag_values=flag_values)
+    string("report_dir", None, "With --evaluate: also write metrics.json, PNG pictures and "
+           "report.html to this folder.")
 
 
 def image_paths(images, image_dir, extra_args):
@@ -59,14 +69,30 @@ def format_json(prediction, top):
     else:
         record["labels"] = [label for label, _ in top]
         record["scores"] = [round(score, 6) for _, score in top]
-    return json.dumps(record, ensure_ascii=False)
+    # A label from a folder name that is not valid UTF-8 holds lone surrogates; written as
+    # \udcXX escapes they keep the JSON valid UTF-8, and json.loads gives the label back exactly.
+    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}",
+                  json.dumps(record, ensure_ascii=False))
 
 
-def label_files(paths, saved_model_dir, output_format, count, batch_size):
+def load_model(saved_model_dir, tflite_model=None, labels=None):
+    """The classifier to label with: the .tflite file if one is given, else the SavedModel."""
+    if tflite_model:
+        from retrain import tflite_export  # pylint: disable=import-outside-toplevel
+        return tflite_export.load_classifier(tflite_model, labels)
+    if labels:
+        raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
+                        "labels); pass --tflite_model too, or drop --labels.")
+    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    return label_image.load_classifier(saved_model_dir)
+
+
+def label_files(paths, saved_model_dir, output_format, count, batch_size, tflite_model=None,
+                labels=None):
     """Prints predictions for every path; returns how many images could not be labelled."""
     from retrain import dataset  # pylint: disable=import-outside-toplevel
     from retrain import label_image  # pylint: disable=import-outside-toplevel
-    classifier = label_image.load_classifier(saved_model_dir)
+    classifier = load_model(saved_model_dir, tflite_model, labels)
     failures = 0
     for prediction in label_image.classify_files(classifier, paths, batch_size):
         top = [] if prediction.error else label_image.top_predictions(
@@ -82,12 +108,57 @@ def label_files(paths, saved_model_dir, output_format, count, batch_size):
     return failures
 
 
+def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
+    """--evaluate: prints the metrics of the model on a folder of labelled subfolders.
+
+    Returns:
+      exit status 0 (images that could not be read are reported on stderr, not counted).
+    """
+    # pylint: disable=import-outside-toplevel
+    from retrain import dataset, files, label_image, metrics, report
+    if not image_dir:
+        raise UserError("--evaluate needs --image_dir: a folder with one subfolder per true label.")
+    classifier = label_image.load_classifier(saved_model_dir)
+    evaluation = label_image.evaluate_folder(classifier, image_dir, batch_size)
+    for failure in evaluation.failed:
+        print(f"label_image: cannot label {dataset.display_path(failure.path)}: {failure.error}",
+              file=sys.stderr)
+    if evaluation.unlabelled:
+        print(f"label_image: ignored {len(evaluation.unlabelled)} file(s) directly in --image_dir; "
+              "only files in a label subfolder are evaluated.", file=sys.stderr)
+    if not evaluation.paths:
+        raise UserError(f"No readable images in the subfolders of --image_dir "
+                        f"{dataset.display_path(image_dir)!r}; put images in them.")
+    result, data = label_image.evaluation_metrics(evaluation, classifier.labels, image_dir,
+                                                  saved_model_dir)
+    print("\n".join(metrics.format_report(result)))
+    print(f"Images skipped as unreadable: {len(evaluation.failed)}")
+    if report_dir:
+        try:
+            files.check_writable_dir(report_dir)
+        except OSError as error:
+            raise UserError(f"Cannot write to --report_dir {report_dir!r} ({error.strerror or error}); "
+                            "pass a writable folder.") from error
+        text = json.dumps(data, indent=2, allow_nan=True).encode("utf-8", "surrogateescape")
+        files.write_file_atomically(os.path.join(report_dir, "metrics.json"), text)
+        report.write_report(report_dir, data)
+        print(f"Wrote metrics.json and {report.REPORT_FILE} to {report_dir}")
+    return 0
+
+
 def main(argv):
     console.configure_logging()
     try:
+        if FLAGS.evaluate:
+            if FLAGS.image or argv[1:]:
+                raise UserError("--evaluate reads the labels from --image_dir's subfolders; pass "
+                                "--image_dir instead of --image or file arguments.")
+            return evaluate_folder(FLAGS.saved_model_dir, FLAGS.image_dir, FLAGS.batch_size,
+                                   FLAGS.report_dir)
         paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
         failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
-                               FLAGS.num_top_predictions, FLAGS.batch_size)
+                               FLAGS.num_top_predictions, FLAGS.batch_size, FLAGS.tflite_model,
+                               FLAGS.labels)
     except UserError as error:
         console.print_error("label_image", error)
         return 2

@@ -15,8 +15,11 @@ from retrain import dataset
 from retrain import evaluate
 from retrain import export
 from retrain import files
+from retrain import metrics as metrics_lib
 from retrain import modules
+from retrain import report
 from retrain import split
+from retrain import tflite_export
 from retrain import train
 from retrain.errors import UserError
 
@@ -29,6 +32,8 @@ class RunResult:
     skipped: list  # [dataset.SkippedFile]
     bottlenecks_computed: int
     stage_seconds: dict
+    classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
+    tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
 
 
 def run(config):
@@ -36,8 +41,12 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
+                                 config.tflite_int8_input)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
+    split.check_split_possible(collection.images, collection.labels,
+                               config.validation_percentage, config.testing_percentage)
     with timer("resolve_module"):
         module = resolve(config)
     check_outputs_writable(config)
@@ -60,11 +69,20 @@ def run(config):
                                       config.test_batch_size, config.random_seed)
         if config.print_misclassified_test_images:
             evaluate.log_misclassified(test)
+        classification = metrics_lib.classification_metrics(test.true_labels, test.probabilities,
+                                                             collection.labels)
+        for line in metrics_lib.format_report(classification):
+            logging.info("%s", line)
     with timer("export"):
         export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
                                   module.image_size, config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds)
+    tflite = None
+    if config.tflite_output_file:
+        with timer("tflite"):
+            tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
+    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
+                       classification=classification, tflite=tflite)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -77,6 +95,23 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def export_tflite(config, module, labels, splits, head, test_data):
+    """Converts the exported SavedModel to TFLite and evaluates it on the test split.
+
+    The SavedModel's predictions to compare with are the head's on the cached test
+    bottlenecks: the same network on the same decoded images, without running it again.
+    """
+    settings = tflite_export.TFLiteSettings(
+        output_file=config.tflite_output_file, quantization=config.tflite_quantization,
+        int8_input=config.tflite_int8_input,
+        representative_images=config.tflite_representative_images, seed=config.random_seed,
+        max_image_pixels=config.max_image_pixels)
+    features, _, test_images = test_data
+    return tflite_export.export_and_evaluate(
+        settings, config.saved_model_dir, labels, module.image_size,
+        [image.path for image in splits["training"]], test_images, head.probabilities(features))
 
 
 def training_settings(config):
@@ -94,10 +129,14 @@ def check_outputs_writable(config):
         "--saved_model_dir": os.path.dirname(os.path.abspath(config.saved_model_dir)),
         "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
         "--summaries_dir": config.summaries_dir,
+        "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
     }
+    if config.tflite_output_file:
+        folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
     for flag, folder in folders.items():
         try:
-            files.check_writable_dir(folder)
+            # Leaves no folder behind: a run that fails a later setup check writes nothing.
+            files.probe_writable_dir(folder)
         except OSError as error:
             raise UserError(f"Cannot write to {folder!r} ({error.strerror or error}); pass a "
                             f"writable folder with {flag}.") from error
@@ -134,9 +173,28 @@ def write_metrics(config, module, result):
         "bottlenecks_computed": result.bottlenecks_computed,
         "stage_seconds": result.stage_seconds,
         "history": dataclasses.asdict(result.history),
+        "skipped_image_count": len(result.skipped),
     }
+    if result.classification:
+        for key, value in result.classification.as_dict().items():
+            metrics.setdefault(key, value)
+    if result.tflite:
+        metrics["tflite"] = dataclasses.asdict(result.tflite)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
-    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"))
+    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
+                                flag="--metrics_file")
+    write_report(config, metrics)
+
+
+def write_report(config, metrics):
+    """The PNGs and report.html next to metrics.json; the confusion matrix to TensorBoard."""
+    pictures = report.write_report(os.path.dirname(os.path.abspath(config.metrics_file)), metrics)
+    logging.info("Wrote the report to %s", os.path.join(os.path.dirname(config.metrics_file),
+                                                         report.REPORT_FILE))
+    if report.CONFUSION_MATRIX_FILE in pictures and config.summaries_dir:
+        last_step = metrics["history"]["steps"][-1] if metrics["history"]["steps"] else 0
+        train.write_image_summaries(config.summaries_dir, "test", last_step,
+                                    {"confusion_matrix": pictures[report.CONFUSION_MATRIX_FILE]})
 
 
 def _log_summary(result):

@@ -67,15 +67,9 @@ def split_images(image_files, labels, validation_percentage, testing_percentage)
     Raises:
       UserError: a class has too few images to give each used split one.
     """
-    check_percentages(validation_percentage, testing_percentage)
-    needed = ["training"]
-    needed += ["validation"] if validation_percentage > 0 else []
-    needed += ["testing"] if testing_percentage > 0 else []
-    by_class = collections.defaultdict(list)
-    for image in image_files:
-        by_class[image.label_index].append(image)
+    needed = check_split_possible(image_files, labels, validation_percentage, testing_percentage)
     splits = {name: [] for name in SPLITS}
-    for label_index, class_images in sorted(by_class.items()):
+    for label_index, class_images in sorted(_images_by_class(image_files).items()):
         class_splits = _split_class(class_images, labels[label_index], needed,
                                     validation_percentage, testing_percentage)
         for name in SPLITS:
@@ -85,13 +79,38 @@ def split_images(image_files, labels, validation_percentage, testing_percentage)
     return splits
 
 
+def check_split_possible(image_files, labels, validation_percentage, testing_percentage):
+    """Raises UserError unless every class can give each used split an image.
+
+    Cheap (no decoding, no logging), so a run can check before it writes anything.
+
+    Returns:
+      The names of the splits in use, "training" first.
+    """
+    check_percentages(validation_percentage, testing_percentage)
+    needed = ["training"]
+    needed += ["validation"] if validation_percentage > 0 else []
+    needed += ["testing"] if testing_percentage > 0 else []
+    for label_index, class_images in sorted(_images_by_class(image_files).items()):
+        groups = _group_near_duplicates(class_images)
+        if len(groups) < len(needed):
+            raise UserError(
+                f"Class {labels[label_index]!r} has {len(class_images)} usable image(s) in "
+                f"{len(groups)} distinct group(s), too few to give each of {', '.join(needed)} "
+                "one; add images to its folder, or set --validation_percentage=0 and/or "
+                "--testing_percentage=0.")
+    return needed
+
+
+def _images_by_class(image_files):
+    by_class = collections.defaultdict(list)
+    for image in image_files:
+        by_class[image.label_index].append(image)
+    return by_class
+
+
 def _split_class(class_images, label, needed, validation_percentage, testing_percentage):
     groups = _group_near_duplicates(class_images)
-    if len(groups) < len(needed):
-        raise UserError(
-            f"Class {label!r} has {len(class_images)} usable image(s) in {len(groups)} distinct "
-            f"group(s), too few to give each of {', '.join(needed)} one; add images to its folder, "
-            "or set --validation_percentage=0 and/or --testing_percentage=0.")
     splits = {name: [] for name in SPLITS}
     for hash_name, group in groups.items():
         splits[split_name(hash_name, validation_percentage, testing_percentage)].append(hash_name)

@@ -8,6 +8,8 @@ on the softmax cross-entropy.
 
 import dataclasses
 import datetime
+import os
+import struct
 
 from absl import logging
 import numpy as np
@@ -48,6 +50,7 @@ class History:
     train_accuracy: list = dataclasses.field(default_factory=list)
     cross_entropy: list = dataclasses.field(default_factory=list)
     validation_accuracy: list = dataclasses.field(default_factory=list)
+    validation_cross_entropy: list = dataclasses.field(default_factory=list)
 
 
 class ClassBalancedSampler:
@@ -96,11 +99,11 @@ def train_head(train_features, train_labels, validation_features, validation_lab
         train_accuracy, cross_entropy = model.train_steps(tf.constant(batches),
                                                           tf.constant(settings.learning_rate))
         first_step = eval_step + 1
-        validation_accuracy, count = _validation_accuracy(
+        validation_accuracy, validation_cross_entropy, count = _validation_accuracy(
             model, validation_features, validation_labels, validation_sampler, settings)
         _log_step(eval_step, float(train_accuracy), float(cross_entropy), validation_accuracy, count)
         _record(history, writers, eval_step, float(train_accuracy), float(cross_entropy),
-                validation_accuracy)
+                validation_accuracy, validation_cross_entropy)
     return Head(model.weights.numpy(), model.biases.numpy()), history
 
 
@@ -154,15 +157,18 @@ def evaluation_steps(steps, interval):
 
 
 def _validation_accuracy(model, features, labels, sampler, settings):
+    """Returns (accuracy, mean cross-entropy, number of examples); (None, None, 0) if none."""
     if len(labels) == 0:
-        return None, 0
+        return None, None, 0
     if settings.validation_batch_size == -1:
         indices = np.arange(len(labels))
     else:
         indices = sampler.sample(settings.validation_batch_size)
     logits = model.logits(tf.constant(features[indices]))
+    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels[indices].astype(np.int32), logits=logits))
     predictions = np.argmax(logits.numpy(), axis=1)
-    return float(np.mean(predictions == labels[indices])), len(indices)
+    return (float(np.mean(predictions == labels[indices])), float(cross_entropy), len(indices))
 
 
 def _log_step(step, train_accuracy, cross_entropy, validation_accuracy, count):
@@ -181,11 +187,13 @@ def _summary_writers(summaries_dir):
             for name in ("train", "validation")}
 
 
-def _record(history, writers, step, train_accuracy, cross_entropy, validation_accuracy):
+def _record(history, writers, step, train_accuracy, cross_entropy, validation_accuracy,
+            validation_cross_entropy):
     history.steps.append(step)
     history.train_accuracy.append(train_accuracy)
     history.cross_entropy.append(cross_entropy)
     history.validation_accuracy.append(validation_accuracy)
+    history.validation_cross_entropy.append(validation_cross_entropy)
     if writers is None:
         return
     with writers["train"].as_default(step=step):
@@ -194,6 +202,7 @@ def _record(history, writers, step, train_accuracy, cross_entropy, validation_ac
     if validation_accuracy is not None:
         with writers["validation"].as_default(step=step):
             write_scalar_summary("accuracy", validation_accuracy)
+            write_scalar_summary("cross_entropy", validation_cross_entropy)
 
 
 # What TensorBoard's scalar plugin tags its summaries with. Writing them through core
@@ -206,3 +215,27 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 def write_scalar_summary(tag, value):
     """Writes one scalar to the default summary writer at its default step."""
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+# TensorBoard's image plugin reads a string tensor [width, height, encoded image...] tagged
+# "images"; written through core TensorFlow for the same reason as the scalars.
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"))
+
+
+def write_image_summary(tag, png_bytes):
+    """Writes one PNG image to the default summary writer at its default step."""
+    # A PNG's IHDR chunk, right after the 8-byte signature and chunk header, starts with
+    # its width and height as big-endian 32-bit integers.
+    width, height = struct.unpack(">II", png_bytes[16:24])
+    tensor = tf.constant([str(width).encode(), str(height).encode(), png_bytes], tf.string)
+    tf.summary.write(tag, tensor, metadata=_IMAGE_METADATA)
+
+
+def write_image_summaries(summaries_dir, run_name, step, pngs):
+    """Writes {tag: PNG bytes} as TensorBoard images in summaries_dir/run_name at step."""
+    writer = tf.summary.create_file_writer(os.path.join(summaries_dir, run_name))
+    with writer.as_default(step=step):
+        for tag, png_bytes in pngs.items():
+            write_image_summary(tag, png_bytes)
+    writer.close()

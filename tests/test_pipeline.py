@@ -35,13 +35,13 @@ def test_noise_classes_do_not_train(tmp_path, tiny_module):
 def test_everything_is_written_under_output_dir(trained):
     result, output_dir = trained
     assert sorted(os.listdir(output_dir)) == [
-        "bottlenecks", "metrics.json", "output_labels.txt", "saved_model", "summaries"]
+        "bottlenecks", "confusion_matrix.png", "metrics.json", "output_labels.txt", "report.html",
+        "saved_model", "summaries", "training_curves.png"]
     assert (output_dir / "output_labels.txt").read_text() == "blue\ngreen\nred\n"
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["labels"] == result.labels
     assert metrics["test_top1_accuracy"] == pytest.approx(result.test.top1_accuracy)
-    assert os.listdir(output_dir / "summaries") == ["train", "validation"] or sorted(
-        os.listdir(output_dir / "summaries")) == ["train", "validation"]
+    assert sorted(os.listdir(output_dir / "summaries")) == ["test", "train", "validation"]
 
 
 def test_second_run_computes_no_bottlenecks_and_changed_image_is_recomputed(

@@ -1,0 +1,121 @@
+"""The `retrain compare` command (also `python -m retrain.compare_cli`): several backbones
+and methods on the same split, one table.
+
+The only module that defines compare's flags; their defaults come from RetrainConfig and
+baseline.BaselineSettings.
+"""
+
+import functools
+import sys
+
+from absl import app
+from absl import flags
+
+from retrain import console
+from retrain.config import RetrainConfig
+from retrain.errors import UserError
+
+_DEFAULTS = RetrainConfig()
+
+FLAGS = flags.FLAGS
+
+# Flags shared with `retrain`, copied into the RetrainConfig every row starts from.
+_SHARED_FIELDS = ["image_dir", "bottleneck_dir", "backbone_cache_dir", "how_many_training_steps",
+                  "learning_rate", "train_batch_size", "eval_step_interval",
+                  "validation_batch_size", "test_batch_size", "testing_percentage",
+                  "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
+                  "random_seed"]
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines compare's flags (run_main does; tests do it on their own FlagValues)."""
+    # pylint: disable=import-outside-toplevel
+    from retrain.baseline import BaselineSettings
+    baseline_defaults = BaselineSettings()
+    string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    listing = functools.partial(flags.DEFINE_list, flag_values=flag_values)
+    string("image_dir", "", "Folder with one subfolder of images per label.")
+    listing("modules", [], "Modules to compare, separated by commas: built-in backbone names, "
+            "TF Hub handles or URLs, or local SavedModel folders.")
+    listing("methods", ["frozen"], "Methods to try with each module (frozen: cached bottlenecks "
+            "and a new softmax layer).")
+    string("output_dir", "compare_output", "Where the table, the chart and one run folder per row go.")
+    string("bottleneck_dir", None,
+           "Cache of feature vectors shared by every row. Default: <output_dir>/bottlenecks.")
+    string("backbone_cache_dir", None,
+           "Where built-in backbones are built. Default: $RETRAIN_CACHE_DIR, else ~/.cache/retrain.")
+    integer("how_many_training_steps", _DEFAULTS.how_many_training_steps,
+            "Training steps per row.", lower_bound=0)
+    flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate of the SGD steps.",
+                       lower_bound=0.0, flag_values=flag_values)
+    integer("train_batch_size", _DEFAULTS.train_batch_size, "Examples per training step.",
+            lower_bound=1)
+    integer("eval_step_interval", _DEFAULTS.eval_step_interval,
+            "Steps between validation evaluations.", lower_bound=1)
+    integer("validation_batch_size", _DEFAULTS.validation_batch_size,
+            "Validation examples per evaluation; -1 uses the whole validation split.", lower_bound=-1)
+    integer("test_batch_size", _DEFAULTS.test_batch_size,
+            "Test examples in the final evaluation; -1 uses the whole test split.", lower_bound=-1)
+    integer("testing_percentage", _DEFAULTS.testing_percentage,
+            "Percent of images held out for the final test (the same split for every row).")
+    integer("validation_percentage", _DEFAULTS.validation_percentage,
+            "Percent of images held out for validation.")
+    integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
+            "Images per forward pass when computing bottlenecks.", lower_bound=1)
+    integer("max_image_pixels", _DEFAULTS.max_image_pixels,
+            "Images with more pixels are skipped.", lower_bound=1)
+    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    flags.DEFINE_boolean("baseline", True, "Add a row for a small CNN trained from scratch.",
+                         flag_values=flag_values)
+    integer("baseline_epochs", baseline_defaults.epochs, "Epochs of the from-scratch CNN.",
+            lower_bound=1)
+    integer("baseline_image_size", baseline_defaults.image_size,
+            "Side in pixels of the images the from-scratch CNN sees.", lower_bound=8)
+
+
+def settings_from_flags(flag_values=FLAGS):
+    """(base RetrainConfig, modules, method names, output_dir, BaselineSettings or None)."""
+    # pylint: disable=import-outside-toplevel
+    from retrain.baseline import BaselineSettings
+    config = RetrainConfig(**{name: flag_values[name].value for name in _SHARED_FIELDS})
+    baseline_settings = None
+    if flag_values["baseline"].value:
+        baseline_settings = BaselineSettings(image_size=flag_values["baseline_image_size"].value,
+                                             epochs=flag_values["baseline_epochs"].value,
+                                             seed=flag_values["random_seed"].value)
+    modules = [module.strip() for module in flag_values["modules"].value if module.strip()]
+    methods = [method.strip() for method in flag_values["methods"].value if method.strip()]
+    return config, modules, methods, flag_values["output_dir"].value, baseline_settings
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
+    console.configure_logging()
+    # Imported here so that --help and flag errors do not wait for TensorFlow.
+    from retrain import compare  # pylint: disable=import-outside-toplevel
+    try:
+        config, modules, methods, output_dir, baseline_settings = settings_from_flags()
+        rows = compare.compare(config, modules, methods, output_dir, baseline_settings)
+    except UserError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("Interrupted. Bottlenecks computed so far are cached; run the same command to resume.",
+              status=130)
+    print(compare.format_markdown(rows), end="")
+    return 1 if any(row.error for row in rows) else 0
+
+
+def _fail(message, status=2):
+    console.print_error("retrain compare", message)
+    sys.exit(status)
+
+
+def run_main(argv=None):
+    define_flags()
+    app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -173,6 +172,7 @@ def test_default_backbones_are_baked_into_the_image(dockerfile):
 
 
 def test_image_installs_the_all_backbones_extra():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     pyproject = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())
     extra = set(pyproject["project"]["optional-dependencies"]["all-backbones"])
     common = (REPO_DIR / "docker" / "requirements" / "common.txt").read_text().splitlines()

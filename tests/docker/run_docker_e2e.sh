@@ -257,8 +257,9 @@ passed "retrain wrote labels, saved_model, metrics and summaries to /out, bottle
 
 phase "label_image (pipeline)"
 # Two images and a missing one: a JSON line each, and a failing exit status for the missing one.
+# As the issue's third example, with the image's own user, which reads what uid 4242 wrote.
 set +e
-"${in_container[@]}" -v "${out}:/out:ro" -v "${images}:/new:ro" "${image}" \
+docker run --rm --read-only --tmpfs /tmp -v "${out}:/out:ro" -v "${images}:/new:ro" "${image}" \
     label_image --image /new/red/red_000.png --image /new/blue/blue_001.png \
     --image /new/missing.png --output_format=json 2>"${workdir}/label_image.log" \
     | "${python}" -c '

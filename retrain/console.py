@@ -16,9 +16,10 @@ def configure_logging():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
-    # TensorFlow logs through the "tensorflow" logger; its INFO lines (SavedModel internals)
-    # would bury the training log.
-    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    # TensorFlow's INFO lines (SavedModel internals) would bury the training log. Its logger
+    # is set up when TensorFlow is imported, so it is quietened after the import.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.get_logger().setLevel(std_logging.WARNING)
 
 
 def print_error(program, message):

@@ -4,6 +4,7 @@ Both are written to a temporary name beside the target and renamed into place, s
 killed during export never leaves a half-written model or labels file at the output path.
 """
 
+import contextlib
 import os
 import shutil
 
@@ -60,12 +61,14 @@ def export_saved_model(feature_extractor, head, labels, image_size, saved_model_
     classifier = RetrainedClassifier(feature_extractor, head, labels, image_size)
     parent = os.path.dirname(os.path.abspath(saved_model_dir))
     os.makedirs(parent, exist_ok=True)
+    files.remove_stale_temporaries(saved_model_dir)
     temporary = files.temporary_sibling(saved_model_dir)
     try:
-        tf.saved_model.save(classifier, temporary, signatures={
-            "serving_default": classifier.classify_images,
-            "serving_bytes": classifier.classify_image_bytes,
-        })
+        with _quiet_absl_logging():
+            tf.saved_model.save(classifier, temporary, signatures={
+                "serving_default": classifier.classify_images,
+                "serving_bytes": classifier.classify_image_bytes,
+            })
         files.replace_directory(temporary, saved_model_dir)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -74,6 +77,17 @@ def export_saved_model(feature_extractor, head, labels, image_size, saved_model_
             raise files.write_error(parent, "--saved_model_dir", error, what="the model") from error
         raise
     logging.info("Saved the retrained model to %s", saved_model_dir)
+
+
+@contextlib.contextmanager
+def _quiet_absl_logging():
+    """Hides the INFO lines TensorFlow and tf_keras log while saving (traced functions, shards)."""
+    previous = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
 
 
 def write_labels(labels, path):

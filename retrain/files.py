@@ -3,6 +3,7 @@
 import errno
 import os
 import shutil
+import time
 import uuid
 
 from retrain.errors import UserError
@@ -15,6 +16,33 @@ def temporary_sibling(path, tag="tmp"):
     """A unique hidden name in the same folder as path (same filesystem, so rename is atomic)."""
     directory, name = os.path.split(os.path.abspath(path))
     return os.path.join(directory, f".{tag}-{uuid.uuid4().hex[:12]}-{name}")
+
+
+# A temporary file or folder older than this is debris of a killed run (live writers rename
+# theirs within minutes).
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def remove_stale_temporaries(path, max_age=STALE_TEMPORARY_SECONDS):
+    """Removes temporary siblings of path (from temporary_sibling) left by killed runs."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if entry.startswith((".tmp-", ".old-")) and entry.endswith("-" + name):
+            stale = os.path.join(directory, entry)
+            try:
+                if now - os.lstat(stale).st_mtime <= max_age:
+                    continue
+                if os.path.isdir(stale):
+                    shutil.rmtree(stale)
+                else:
+                    os.remove(stale)
+            except OSError:
+                pass  # Another run removed it first.
 
 
 def write_file_atomically(path, data, flag=None):

@@ -1,7 +1,7 @@
 # retrain as a container image. One Dockerfile for both variants:
 #   docker build -t retrain .                                (CPU)
 #   docker build --build-arg VARIANT=gpu -t retrain:gpu .    (GPU)
-# scripts/build.sh wraps both; docs/docker.md explains the choices.
+# scripts/build.sh wraps both; the README's Docker section explains the choices.
 # (No "# syntax=" line: BuildKit would try to pull a frontend image for it.)
 
 # The official CPU image: Ubuntu 22.04, Python 3.11, TensorFlow 2.21.0 (the version that

@@ -40,12 +40,22 @@ def define_flags(flag_values=FLAGS):
            "SavedModel folder.")
     string("image_size", None,
            "Module input size: 224 or 224x224 (height x width). Default: what the module declares.")
-    string("backbone_cache_dir", None,
-           "Where built-in backbones are built. Default: $RETRAIN_CACHE_DIR, else ~/.cache/retrain.")
     string("keras_weights", None,
            "Weights file for a keras/... backbone. Default: the Keras weight store (online).")
     boolean("prepare_module_only", False,
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
+    boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
+            "List every misclassified test image with its predicted label.")
+    define_training_flags(flag_values)
+    define_tflite_flags(flag_values)
+
+
+def define_training_flags(flag_values=FLAGS):
+    """Flags shared by retrain and retrain compare: caching, splitting and training settings."""
+    string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    string("backbone_cache_dir", None,
+           "Where built-in backbones are built. Default: $RETRAIN_CACHE_DIR, else ~/.cache/retrain.")
     integer("how_many_training_steps", _DEFAULTS.how_many_training_steps,
             "How many training steps to run.", lower_bound=0)
     flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate of the SGD steps.",
@@ -65,14 +75,19 @@ def define_flags(flag_values=FLAGS):
             "Percent of images held out for the final test.")
     integer("validation_percentage", _DEFAULTS.validation_percentage,
             "Percent of images held out for validation during training.")
-    boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
-            "List every misclassified test image with its predicted label.")
     integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
             "Images per forward pass when computing bottlenecks.", lower_bound=1)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
     integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
-    define_tflite_flags(flag_values)
+
+
+# The RetrainConfig fields that define_training_flags defines.
+TRAINING_FLAG_FIELDS = [
+    "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
+    "train_batch_size", "eval_step_interval", "validation_batch_size", "test_batch_size",
+    "testing_percentage", "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
+    "random_seed"]
 
 
 def define_tflite_flags(flag_values):

@@ -11,6 +11,7 @@ import sys
 from absl import app
 from absl import flags
 
+from retrain import cli
 from retrain import console
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
@@ -20,11 +21,7 @@ _DEFAULTS = RetrainConfig()
 FLAGS = flags.FLAGS
 
 # Flags shared with `retrain`, copied into the RetrainConfig every row starts from.
-_SHARED_FIELDS = ["image_dir", "bottleneck_dir", "backbone_cache_dir", "how_many_training_steps",
-                  "learning_rate", "train_batch_size", "eval_step_interval",
-                  "validation_batch_size", "test_batch_size", "testing_percentage",
-                  "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
-                  "random_seed"]
+_SHARED_FIELDS = ["image_dir", "bottleneck_dir", *cli.TRAINING_FLAG_FIELDS]
 
 
 def define_flags(flag_values=FLAGS):
@@ -43,29 +40,7 @@ def define_flags(flag_values=FLAGS):
     string("output_dir", "compare_output", "Where the table, the chart and one run folder per row go.")
     string("bottleneck_dir", None,
            "Cache of feature vectors shared by every row. Default: <output_dir>/bottlenecks.")
-    string("backbone_cache_dir", None,
-           "Where built-in backbones are built. Default: $RETRAIN_CACHE_DIR, else ~/.cache/retrain.")
-    integer("how_many_training_steps", _DEFAULTS.how_many_training_steps,
-            "Training steps per row.", lower_bound=0)
-    flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Learning rate of the SGD steps.",
-                       lower_bound=0.0, flag_values=flag_values)
-    integer("train_batch_size", _DEFAULTS.train_batch_size, "Examples per training step.",
-            lower_bound=1)
-    integer("eval_step_interval", _DEFAULTS.eval_step_interval,
-            "Steps between validation evaluations.", lower_bound=1)
-    integer("validation_batch_size", _DEFAULTS.validation_batch_size,
-            "Validation examples per evaluation; -1 uses the whole validation split.", lower_bound=-1)
-    integer("test_batch_size", _DEFAULTS.test_batch_size,
-            "Test examples in the final evaluation; -1 uses the whole test split.", lower_bound=-1)
-    integer("testing_percentage", _DEFAULTS.testing_percentage,
-            "Percent of images held out for the final test (the same split for every row).")
-    integer("validation_percentage", _DEFAULTS.validation_percentage,
-            "Percent of images held out for validation.")
-    integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
-            "Images per forward pass when computing bottlenecks.", lower_bound=1)
-    integer("max_image_pixels", _DEFAULTS.max_image_pixels,
-            "Images with more pixels are skipped.", lower_bound=1)
-    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    cli.define_training_flags(flag_values)
     flags.DEFINE_boolean("baseline", True, "Add a row for a small CNN trained from scratch.",
                          flag_values=flag_values)
     integer("baseline_epochs", baseline_defaults.epochs, "Epochs of the from-scratch CNN.",

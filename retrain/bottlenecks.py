@@ -28,6 +28,11 @@ class Bottlenecks:
     computed: int  # how many vectors this run computed (the rest came from the cache)
 
 
+def default_batch_size():
+    """Images per forward pass: small batches are fastest on CPU, large ones feed a GPU."""
+    return 64 if tf.config.list_physical_devices("GPU") else 16
+
+
 def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels):
     """Returns the bottlenecks of image_files, computing only those not cached yet.
 
@@ -35,7 +40,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
       image_files: [dataset.ImageFile] to get vectors for.
       module: modules.FeatureModule.
       bottleneck_dir: root of the cache (each module gets a subfolder).
-      batch_size: images per forward pass of the module.
+      batch_size: images per forward pass of the module (None: default_batch_size()).
       max_pixels: larger images are skipped (see images.decode_image).
     """
     cache = BottleneckCache(module_cache_dir(bottleneck_dir, module))
@@ -53,7 +58,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
         cache.prepare({"handle": module.handle, "identity": module.identity,
                        "image_size": list(module.image_size), "feature_dim": feature_dim})
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
-                                                batch_size, max_pixels)
+                                                batch_size or default_batch_size(), max_pixels)
     usable, rows = [], []
     for image in image_files:
         if image.content_key in new_vectors:

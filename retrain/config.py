@@ -43,8 +43,8 @@ class RetrainConfig:
     validation_percentage: int = 10
     print_misclassified_test_images: bool = False
 
-    # Images per forward pass when computing bottlenecks: larger is faster until memory runs out.
-    bottleneck_batch_size: int = 64
+    # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
+    bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 

@@ -30,8 +30,6 @@ from retrain.errors import UserError
 
 _KEY_BYTES = 20  # SHA-1.
 _SHARD_PATTERN = "shard-*.npy"
-# Temporary files older than this are debris of killed runs (a live writer renames within seconds).
-_STALE_TEMP_SECONDS = 3600
 # Many small shards (from many short or interrupted runs) are merged into one when loading.
 _COMPACT_ABOVE_SHARDS = 32
 
@@ -77,7 +75,8 @@ class BottleneckCache:
         except OSError as error:
             raise files.write_error(self.directory, "--bottleneck_dir", error,
                                     what="the bottleneck cache") from error
-        self._remove_stale_temporary_files()
+        # Temporary shards of killed runs (a live writer renames its shard within seconds).
+        files.remove_stale_entries(self.directory, lambda name: name.startswith(".tmp-"))
 
     def read_description(self):
         """The module.json written by `prepare` (holds "feature_dim"), or None if absent or bad."""
@@ -125,14 +124,6 @@ class BottleneckCache:
         for path in read_paths:
             files.remove_quietly(path)
 
-    def _remove_stale_temporary_files(self):
-        now = time.time()
-        for path in glob.glob(os.path.join(glob.escape(self.directory), ".tmp-*")):
-            try:
-                if now - os.path.getmtime(path) > _STALE_TEMP_SECONDS:
-                    os.remove(path)
-            except OSError:
-                pass  # Another run removed it first.
 
 
 class ShardWriter:

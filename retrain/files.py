@@ -26,23 +26,30 @@ STALE_TEMPORARY_SECONDS = 3600
 def remove_stale_temporaries(path, max_age=STALE_TEMPORARY_SECONDS):
     """Removes temporary siblings of path (from temporary_sibling) left by killed runs."""
     directory, name = os.path.split(os.path.abspath(path))
+    remove_stale_entries(
+        directory, lambda entry: entry.startswith((".tmp-", ".old-")) and entry.endswith("-" + name),
+        max_age)
+
+
+def remove_stale_entries(directory, is_temporary, max_age=STALE_TEMPORARY_SECONDS):
+    """Removes the files and folders in directory whose name is_temporary and that are older
+    than max_age seconds: the debris of killed runs."""
     try:
         entries = os.listdir(directory)
     except OSError:
         return
     now = time.time()
-    for entry in entries:
-        if entry.startswith((".tmp-", ".old-")) and entry.endswith("-" + name):
-            stale = os.path.join(directory, entry)
-            try:
-                if now - os.lstat(stale).st_mtime <= max_age:
-                    continue
-                if os.path.isdir(stale):
-                    shutil.rmtree(stale)
-                else:
-                    os.remove(stale)
-            except OSError:
-                pass  # Another run removed it first.
+    for entry in filter(is_temporary, entries):
+        stale = os.path.join(directory, entry)
+        try:
+            if now - os.lstat(stale).st_mtime <= max_age:
+                continue
+            if os.path.isdir(stale):
+                shutil.rmtree(stale)
+            else:
+                os.remove(stale)
+        except OSError:
+            pass  # Another run removed it first.
 
 
 def write_file_atomically(path, data, flag=None):

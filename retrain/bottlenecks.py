@@ -54,7 +54,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
     new_vectors, failed = {}, []
     if missing or feature_dim is None:
         layer = modules.load_feature_extractor(module)
-        feature_dim = modules.feature_dim(layer, module)
+        feature_dim = modules.feature_dim(module)
         cache.prepare({"handle": module.handle, "identity": module.identity,
                        "image_size": list(module.image_size), "feature_dim": feature_dim})
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),

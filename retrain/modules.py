@@ -124,7 +124,6 @@ def _choose_image_size(handle, requested, declared):
     return requested
 
 
-@functools.lru_cache(maxsize=4)
 def load_feature_extractor(module, trainable=False):
     """Loads the module as a Keras layer and checks that it is an image feature-vector module.
 
@@ -134,6 +133,17 @@ def load_feature_extractor(module, trainable=False):
     Raises:
       UserError: the module rejects the image size, or does not return [batch, D] features.
     """
+    return _load_and_probe(module, trainable)[0]
+
+
+def feature_dim(module):
+    """D, the length of the module's feature vector (from the probe load_feature_extractor runs)."""
+    return _load_and_probe(module, False)[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_and_probe(module, trainable):
+    """(layer, feature dimension): the layer is run once on a blank image to check its output."""
     layer = hub.KerasLayer(module.saved_model_dir, trainable=trainable)
     height, width = module.image_size
     try:
@@ -148,13 +158,7 @@ def load_feature_extractor(module, trainable=False):
             "module (one that returns a vector per image).")
     logging.info("Using module %s: %dx%d images -> %d features", module.handle, height, width,
                  probe.shape[1])
-    return layer
-
-
-def feature_dim(layer, module):
-    """The length of the module's feature vector."""
-    height, width = module.image_size
-    return int(layer(tf.zeros([1, height, width, 3])).shape[1])
+    return layer, int(probe.shape[1])
 
 
 def _describe(value):

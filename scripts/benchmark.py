@@ -78,7 +78,7 @@ def measure_bottleneck_stage(layer, module, folder, batch_size):
     collection = dataset.find_images(folder)
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = bottleneck_cache.BottleneckCache(cache_dir)
-        dim = modules.feature_dim(layer, module)
+        dim = modules.feature_dim(module)
         start = time.perf_counter()
         vectors, failed = bottlenecks.compute_and_store(
             layer, module, collection.images, cache.writer(dim), batch_size, 10**8)

@@ -58,7 +58,7 @@ def run(config):
     dataset.check_every_class_has_images(collection)
     splits = split.split_images(collection.images, collection.labels,
                                 config.validation_percentage, config.testing_percentage)
-    data = {name: _split_arrays(vectors, splits[name]) for name in split.SPLITS}
+    data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
     with timer("training"):
         head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
@@ -143,12 +143,16 @@ def check_outputs_writable(config):
                             f"writable folder with {flag}.") from error
 
 
-def _split_arrays(vectors, image_files):
+def split_arrays(vectors, splits):
+    """Per split name: (features float32 [n, D], labels int32 [n], [dataset.ImageFile])."""
     row_of = {image.content_key: row for row, image in enumerate(vectors.image_files)}
-    rows = np.array([row_of[image.content_key] for image in image_files], dtype=np.int64)
-    features = vectors.features[rows] if len(rows) else vectors.features[:0]
-    labels = np.array([image.label_index for image in image_files], dtype=np.int32)
-    return features, labels, image_files
+    arrays = {}
+    for name, image_files in splits.items():
+        rows = np.array([row_of[image.content_key] for image in image_files], dtype=np.int64)
+        features = vectors.features[rows] if len(rows) else vectors.features[:0]
+        labels = np.array([image.label_index for image in image_files], dtype=np.int32)
+        arrays[name] = (features, labels, image_files)
+    return arrays
 
 
 def _log_split_sizes(labels, splits):

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
 from retrain import modules  # pylint: disable=wrong-import-position
+from retrain import pipeline  # pylint: disable=wrong-import-position
 from retrain import split  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
 from retrain.config import RetrainConfig  # pylint: disable=wrong-import-position
@@ -30,12 +31,9 @@ def load_split_bottlenecks(image_dir, module_handle, bottleneck_dir, validation,
     collection = dataset.find_images(image_dir)
     vectors = bottlenecks.get_bottlenecks(collection.images, module, bottleneck_dir, 64,
                                           RetrainConfig.max_image_pixels)
-    row_of = {image.content_key: row for row, image in enumerate(vectors.image_files)}
     splits = split.split_images(vectors.image_files, collection.labels, validation, testing)
-    arrays = {}
-    for name, files in splits.items():
-        rows = [row_of[image.content_key] for image in files]
-        arrays[name] = (vectors.features[rows], np.array([image.label_index for image in files]))
+    arrays = {name: (features, labels)
+              for name, (features, labels, _) in pipeline.split_arrays(vectors, splits).items()}
     return arrays, len(collection.labels)
 
 

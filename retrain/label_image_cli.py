@@ -13,6 +13,8 @@ from absl import app
 from absl import flags
 
 from retrain import console
+# Light (Pillow, no TensorFlow): --help and flag errors stay fast.
+from retrain import dataset
 from retrain.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -54,7 +56,6 @@ def image_paths(images, image_dir, extra_args):
 
 def format_text(prediction, top, with_path):
     """retrain.py's "label score" lines, highest first; the path line first if asked."""
-    from retrain import dataset  # pylint: disable=import-outside-toplevel
     lines = [dataset.display_path(prediction.path)] if with_path else []
     lines += [f"{label} {score:.5f}" for label, score in top]
     return "\n".join(lines)
@@ -62,7 +63,6 @@ def format_text(prediction, top, with_path):
 
 def format_json(prediction, top):
     """One JSON object: {"path", "labels", "scores"}, or {"path", "error"}."""
-    from retrain import dataset  # pylint: disable=import-outside-toplevel
     record = {"path": dataset.display_path(prediction.path)}
     if prediction.error:
         record["error"] = prediction.error
@@ -90,7 +90,6 @@ def load_model(saved_model_dir, tflite_model=None, labels=None):
 def label_files(paths, saved_model_dir, output_format, count, batch_size, tflite_model=None,
                 labels=None):
     """Prints predictions for every path; returns how many images could not be labelled."""
-    from retrain import dataset  # pylint: disable=import-outside-toplevel
     from retrain import label_image  # pylint: disable=import-outside-toplevel
     classifier = load_model(saved_model_dir, tflite_model, labels)
     failures = 0
@@ -115,7 +114,7 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
       exit status 0 (images that could not be read are reported on stderr, not counted).
     """
     # pylint: disable=import-outside-toplevel
-    from retrain import dataset, files, label_image, metrics, report
+    from retrain import files, label_image, metrics, report
     if not image_dir:
         raise UserError("--evaluate needs --image_dir: a folder with one subfolder per true label.")
     classifier = label_image.load_classifier(saved_model_dir)

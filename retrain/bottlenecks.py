@@ -71,8 +71,13 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
     return Bottlenecks(usable, features, failed, computed=len(new_vectors))
 
 
-def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels):
+def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels,
+                      distortions=None, seeds=None):
     """Runs the module over image_files in batches, handing each vector to the cache writer.
+
+    With distortions (augment.Distortions) and seeds (int64 [len(image_files), 2]), each
+    image is distorted first (see preprocess.image_batches); the vector is stored under the
+    image_file's content_key, which for a variant is augment.variant_key.
 
     Returns:
       ({content_key: float32 [D] vector}, [dataset.SkippedFile] for undecodable images).
@@ -81,7 +86,7 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
         return {}, []
     errors = {}
     pipeline = preprocess.image_batches([image.path for image in image_files], module.image_size,
-                               batch_size, max_pixels, errors)
+                                        batch_size, max_pixels, errors, distortions, seeds)
     extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []

@@ -1,0 +1,104 @@
+"""Random distortions of training images: retrain.py's four, made repeatable.
+
+retrain.py drew a fresh distortion of every image at every step, so it had to run the whole
+network per image per step (hours instead of minutes). Here a distortion is a pure function
+of (image, seed): the same seed gives the same variant, so a fixed number of variants per image
+can be computed once through the batched pipeline and cached like ordinary bottlenecks, and a
+resumed run sees exactly the variants an uninterrupted one would.
+
+The distortions are retrain.py's (`add_input_distortions`), in its order and with its meaning:
+  random_crop:       percent margin around the crop: the image is resized to (1 + crop/100)
+                     times the input size and a random input-sized window is cut out of it.
+  random_scale:      percent: the margin is further scaled by a random factor in
+                     [1, 1 + scale/100] (a larger image, so a tighter crop).
+  flip_left_right:   mirror horizontally half of the time.
+  random_brightness: percent: multiply pixel values by a random factor in
+                     [1 - brightness/100, 1 + brightness/100] (clipped to [0, 1]).
+"""
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import tensorflow as tf
+
+from retrain import preprocess
+from retrain.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Distortions:
+    flip_left_right: bool = False
+    random_crop: int = 0  # percent
+    random_scale: int = 0  # percent
+    random_brightness: int = 0  # percent
+
+    def any(self):
+        """True if any distortion is asked for."""
+        return bool(self.flip_left_right or self.random_crop or self.random_scale
+                    or self.random_brightness)
+
+    def describe(self):
+        """A stable text naming the settings: part of each variant's cache key."""
+        return (f"flip={int(self.flip_left_right)},crop={self.random_crop},"
+                f"scale={self.random_scale},brightness={self.random_brightness}")
+
+
+def check_distortions(distortions):
+    """Raises UserError for percentages that cannot mean anything."""
+    limits = {"random_crop": 100, "random_scale": 100, "random_brightness": 99}
+    for name, limit in limits.items():
+        value = getattr(distortions, name)
+        if not 0 <= value <= limit:
+            raise UserError(f"--{name}={value} is a percentage from 0 to {limit}; "
+                            f"for example --{name}=10.")
+
+
+def variant_key(content_key, distortions, copy_index):
+    """The cache key of one distorted variant (20 bytes, like an image's content key).
+
+    It names the image's content, the distortion settings and the copy number, so changing
+    a setting computes new variants instead of reusing ones made with the old settings.
+    """
+    text = f"|augment-v1|{distortions.describe()}|copy={copy_index}".encode()
+    return hashlib.sha1(content_key + text).digest()
+
+
+def variant_seed(content_key, distortions, copy_index):
+    """int64 [2]: the stateless seed that makes one variant, derived from its cache key."""
+    digest = variant_key(content_key, distortions, copy_index)
+    return np.frombuffer(digest[:16], dtype="<i8").copy()
+
+
+def distort_and_resize(image, image_size, distortions, seed):
+    """One random variant of a decoded image, resized for the module.
+
+    Args:
+      image: uint8 tensor [height, width, 3] (any size).
+      image_size: (height, width) the module expects.
+      distortions: Distortions.
+      seed: int64 tensor [2]; the same seed always gives the same variant.
+
+    Returns:
+      float32 tensor [image_size[0], image_size[1], 3] in [0, 1].
+    """
+    crop_seed, scale_seed, flip_seed, brightness_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=4))
+    height, width = image_size
+    if distortions.random_crop or distortions.random_scale:
+        scale = (1.0 + distortions.random_crop / 100.0) * tf.random.stateless_uniform(
+            [], scale_seed, minval=1.0, maxval=1.0 + distortions.random_scale / 100.0)
+        precrop_size = tf.cast(tf.math.ceil(scale * tf.constant([height, width], tf.float32)),
+                               tf.int32)
+        resized = preprocess.resize_for_module(image, precrop_size)
+        resized = tf.image.stateless_random_crop(resized, [height, width, 3], crop_seed)
+    else:
+        resized = preprocess.resize_for_module(image, image_size)
+    if distortions.flip_left_right:
+        resized = tf.image.stateless_random_flip_left_right(resized, flip_seed)
+    if distortions.random_brightness:
+        spread = distortions.random_brightness / 100.0
+        factor = tf.random.stateless_uniform([], brightness_seed, minval=1.0 - spread,
+                                             maxval=1.0 + spread)
+        resized = tf.clip_by_value(resized * factor, 0.0, 1.0)
+    return tf.ensure_shape(resized, [height, width, 3])

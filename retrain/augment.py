@@ -64,10 +64,9 @@ def variant_key(content_key, distortions, copy_index):
     return hashlib.sha1(content_key + text).digest()
 
 
-def variant_seed(content_key, distortions, copy_index):
-    """int64 [2]: the stateless seed that makes one variant, derived from its cache key."""
-    digest = variant_key(content_key, distortions, copy_index)
-    return np.frombuffer(digest[:16], dtype="<i8").copy()
+def variant_seed(key):
+    """int64 [2]: the stateless seed that makes the variant cached under `key` (variant_key)."""
+    return np.frombuffer(key[:16], dtype="<i8").copy()
 
 
 def distort_and_resize(image, image_size, distortions, seed):

@@ -11,6 +11,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from retrain import augment
 from retrain import dataset
 from retrain import modules
 from retrain import preprocess
@@ -33,7 +34,8 @@ def default_batch_size():
     return 64 if tf.config.list_physical_devices("GPU") else 16
 
 
-def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels):
+def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
+                    distortions=None):
     """Returns the bottlenecks of image_files, computing only those not cached yet.
 
     Args:
@@ -42,6 +44,8 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
       bottleneck_dir: root of the cache (each module gets a subfolder).
       batch_size: images per forward pass of the module (None: default_batch_size()).
       max_pixels: larger images are skipped (see images.decode_image).
+      distortions: None, or augment.Distortions when image_files are distorted variants whose
+        content_key is their augment.variant_key (see compute_and_store).
     """
     cache = BottleneckCache(module_cache_dir(bottleneck_dir, module))
     description = cache.read_description()
@@ -58,7 +62,8 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
         cache.prepare({"handle": module.handle, "identity": module.identity,
                        "image_size": list(module.image_size), "feature_dim": feature_dim})
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
-                                                batch_size or default_batch_size(), max_pixels)
+                                                batch_size or default_batch_size(), max_pixels,
+                                                distortions)
     usable, rows = [], []
     for image in image_files:
         if image.content_key in new_vectors:
@@ -72,12 +77,12 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels)
 
 
 def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels,
-                      distortions=None, seeds=None):
+                      distortions=None):
     """Runs the module over image_files in batches, handing each vector to the cache writer.
 
-    With distortions (augment.Distortions) and seeds (int64 [len(image_files), 2]), each
-    image is distorted first (see preprocess.image_batches); the vector is stored under the
-    image_file's content_key, which for a variant is augment.variant_key.
+    With distortions (augment.Distortions), image_files are distorted variants: each one's
+    content_key is its augment.variant_key, which also seeds its distortion, so the vector
+    cached under a key is always the same variant.
 
     Returns:
       ({content_key: float32 [D] vector}, [dataset.SkippedFile] for undecodable images).
@@ -85,6 +90,9 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
     if not image_files:
         return {}, []
     errors = {}
+    seeds = None
+    if distortions is not None:
+        seeds = np.stack([augment.variant_seed(image.content_key) for image in image_files])
     pipeline = preprocess.image_batches([image.path for image in image_files], module.image_size,
                                         batch_size, max_pixels, errors, distortions, seeds)
     extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)

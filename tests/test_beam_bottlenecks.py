@@ -130,6 +130,17 @@ def test_unknown_pipeline_option_is_an_error():
     assert options.get_all_options()["direct_num_workers"] == 2
 
 
+def test_worker_error_reaches_the_launcher_as_a_user_error(tiny_module, tmp_path):
+    beam_bottlenecks, _, _, modules, _ = _beam_modules()
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    module = modules.resolve_module(tiny_module)
+    # A worker that cannot see the cache folder (not on a shared filesystem) says so.
+    with pytest.raises(UserError, match=r"does not exist on this worker.*every worker mounts"):
+        with beam.Pipeline(options=beam_bottlenecks.pipeline_options(_LOCAL_RUNNER)) as root:
+            beam_bottlenecks.add_compute_transforms(root, [(b"unused.jpg", b"k" * 20)], module,
+                                                    str(tmp_path / "absent"), 6, 4, 10**8)
+
+
 def test_url_bottleneck_dir_is_refused_before_any_work():
     beam_bottlenecks = _beam_modules()[0]
     with pytest.raises(UserError, match=r"gs://bucket/cache.*mount the bucket"):

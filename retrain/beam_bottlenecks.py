@@ -66,21 +66,22 @@ def compute_cache(config, pipeline_args):
       UserError: a bad folder, module or pipeline option (checked before the pipeline starts).
     """
     check_local_path(config.bottleneck_dir)
-    options = pipeline_options(pipeline_args)
+    root = create_pipeline(pipeline_options(pipeline_args))
     collection = dataset.find_images(config.image_dir)
     module = modules.resolve_module(config.tfhub_module, config.image_size,
                                     config.backbone_cache_dir, config.keras_weights)
     cache, feature_dim = prepare_cache(config.bottleneck_dir, module)
     wanted = unique_images(collection.images)
     cached_keys = set(cache.load(feature_dim).keys)
-    tasks = [(os.fsencode(image.path), image.content_key) for image in wanted
+    # Absolute paths: a remote worker does not share the launcher's working folder.
+    tasks = [(os.fsencode(os.path.abspath(image.path)), image.content_key) for image in wanted
              if image.content_key not in cached_keys]
     logging.info("Bottlenecks: %d of %d images cached, %d to compute with Apache Beam.",
                  len(wanted) - len(tasks), len(wanted), len(tasks))
     counts = {_COMPUTED: 0, _UNDECODABLE: 0}
     if tasks:
         batch_size = config.bottleneck_batch_size or bottlenecks.default_batch_size()
-        with beam.Pipeline(options=options) as root:
+        with root:
             add_compute_transforms(root, tasks, module, cache.directory, feature_dim, batch_size,
                                    config.max_image_pixels)
         counts = read_counters(root.result)
@@ -111,6 +112,17 @@ def pipeline_options(pipeline_args):
         raise UserError(f"Unknown flag(s) {' '.join(unknown)}: neither a `retrain bottlenecks` flag "
                         "nor an Apache Beam pipeline option; check the spelling (see --help).")
     return options
+
+
+def create_pipeline(options):
+    """A beam.Pipeline on the runner that options name, or a UserError if it cannot be made."""
+    try:
+        return beam.Pipeline(options=options)
+    except (ValueError, ImportError) as error:  # An unknown runner, or one missing its libraries.
+        runner = options.get_all_options()["runner"]
+        raise UserError(f"Cannot use Beam runner --runner={runner} ({error}); pass FnApiRunner, "
+                        "DirectRunner, DataflowRunner, FlinkRunner, SparkRunner or another "
+                        "installed runner.") from error
 
 
 def prepare_cache(bottleneck_dir, module):

@@ -112,14 +112,24 @@ def test_rerun_on_a_full_cache_computes_nothing(beam_run):
     assert _shards(first.cache_dir) == shards_before
 
 
-def test_pipeline_is_not_started_when_every_image_is_cached(tiny_module, tmp_path):
+def test_relative_image_dir_and_a_full_cache(tiny_module, tmp_path, monkeypatch):
     beam_bottlenecks = _beam_modules()[0]
-    folder = write_solid_colour_images(tmp_path / "photos", per_class=2)
-    config = fast_config(folder, tiny_module, tmp_path / "out").resolved()
-    assert beam_bottlenecks.compute_cache(config, _LOCAL_RUNNER).computed == 6
-    # A runner name Beam cannot create proves that the pipeline is not built at all.
-    again = beam_bottlenecks.compute_cache(config, ["--runner=NoSuchRunner"])
+    monkeypatch.chdir(tmp_path)
+    write_solid_colour_images(tmp_path / "photos", per_class=2)
+    config = fast_config("photos", tiny_module, "out").resolved()
+    first = beam_bottlenecks.compute_cache(config, _LOCAL_RUNNER)
+    assert (first.computed, first.missing_after) == (6, 0)
+    shards = _shards(first.cache_dir)
+    again = beam_bottlenecks.compute_cache(config, _LOCAL_RUNNER)
     assert (again.to_compute, again.computed, again.missing_after) == (0, 0, 0)
+    assert _shards(first.cache_dir) == shards
+
+
+def test_unknown_runner_is_an_error_before_any_work(tmp_path):
+    beam_bottlenecks = _beam_modules()[0]
+    config = fast_config(tmp_path / "no_such_folder", "unused", tmp_path / "out").resolved()
+    with pytest.raises(UserError, match=r"--runner=NoSuchRunner.*pass FnApiRunner"):
+        beam_bottlenecks.compute_cache(config, ["--runner=NoSuchRunner"])
 
 
 def test_unknown_pipeline_option_is_an_error():

@@ -12,10 +12,12 @@ import shutil
 import subprocess
 import sys
 
+from absl import flags
 import numpy as np
 import pytest
 
 from retrain import bottlenecks_cli
+from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from tests.conftest import fast_config, write_solid_colour_images
 
@@ -166,6 +168,19 @@ def test_command_line_runs_the_pipeline(photos, tiny_module, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "24 computed by Beam and 1 undecodable" in completed.stderr
     assert "truncated.jpg" in completed.stderr
+
+
+def test_flags_make_the_config_and_the_rest_go_to_beam():
+    flag_values = flags.FlagValues()
+    bottlenecks_cli.define_flags(flag_values)
+    rest = flag_values(["prog", "--image_dir=photos", "--image_size=24", "--direct_num_workers",
+                        "2", "--bottleneck_batch_size=4", "--project=p"], known_only=True)
+    assert rest == ["prog", "--direct_num_workers", "2", "--project=p"]
+    config = bottlenecks_cli.config_from_flags(flag_values)
+    assert (config.image_dir, config.image_size, config.bottleneck_batch_size) == ("photos", (24, 24), 4)
+    # Where `retrain` looks when it is not given --bottleneck_dir either.
+    assert config.bottleneck_dir == RetrainConfig().resolved().bottleneck_dir
+    assert flag_values["runner"].value == bottlenecks_cli.DEFAULT_RUNNER
 
 
 def test_missing_beam_is_one_line_naming_the_extra(monkeypatch):

@@ -161,6 +161,11 @@ def run_main():
         from retrain import compare_cli  # pylint: disable=import-outside-toplevel
         compare_cli.run_main([f"{sys.argv[0]} compare", *sys.argv[2:]])
         return
+    # `retrain bottlenecks ...` computes the cache with Apache Beam (the `beam` extra).
+    if sys.argv[1:2] == ["bottlenecks"]:
+        from retrain import bottlenecks_cli  # pylint: disable=import-outside-toplevel
+        bottlenecks_cli.run_main([f"{sys.argv[0]} bottlenecks", *sys.argv[2:]])
+        return
     define_flags()
     app.run(main)
 

@@ -155,8 +155,12 @@ def _load_and_probe(module, trainable):
 
 def _probe(module, layer):
     height, width = module.image_size
+    # Under a MirroredStrategy's scope (fine-tuning on several devices) a restored SavedModel
+    # function may run only in a replica's context; with no strategy, run() just calls it.
+    strategy = tf.distribute.get_strategy()
     try:
-        probe = layer(tf.zeros([1, height, width, 3]))
+        probe = strategy.experimental_local_results(
+            strategy.run(layer, args=(tf.zeros([1, height, width, 3]),)))[0]
     except Exception as error:  # Shape errors surface as several TensorFlow exception types.
         raise UserError(f"Module {module.handle!r} rejects {height}x{width} images ({error}); pass "
                         "an --image_size the module accepts.") from error

@@ -98,8 +98,8 @@ def check_fine_tunable(module, layers):
     groups = trainable_layers(variables)
     if not groups:
         raise UserError(
-            f"--fine_tune: module {module.handle!r} has no trainable variables (a TF1 hub module or "
-            "a frozen graph?); drop --fine_tune, or use a module saved with trainable variables "
+            f"--fine_tune: module {module.handle!r} has no trainable variables (a TF1 hub module "
+            "or a frozen graph?); drop --fine_tune, or use a module saved with trainable variables "
             "(a TF2 SavedModel, such as the built-in backbones).")
     if layers > len(groups):
         raise UserError(f"--fine_tune_layers={layers} is more than the {len(groups)} layers module "
@@ -219,7 +219,8 @@ class _Run:
     def restore(self):
         state = finetune_checkpoint.load_latest(self.checkpoint_dir, self.description)
         if state is None:
-            logging.info("No fine-tuning checkpoint in %s: starting from step 0.", self.checkpoint_dir)
+            logging.info("No fine-tuning checkpoint in %s: starting from step 0.",
+                         self.checkpoint_dir)
             return
         if state.next_step > self.settings.steps:
             raise UserError(f"Cannot resume fine-tuning from {self.checkpoint_dir!r}: it already "
@@ -264,7 +265,8 @@ class _Run:
     def _evaluate(self, step, train_accuracy, cross_entropy):
         validation_accuracy, validation_cross_entropy = self._validate()
         now = datetime.datetime.now()
-        logging.info("%s: Fine-tune step %d: Train accuracy = %.1f%%", now, step, train_accuracy * 100)
+        logging.info("%s: Fine-tune step %d: Train accuracy = %.1f%%", now, step,
+                     train_accuracy * 100)
         logging.info("%s: Fine-tune step %d: Cross entropy = %f", now, step, cross_entropy)
         if validation_accuracy is not None:
             logging.info("%s: Fine-tune step %d: Validation accuracy = %s", now, step,
@@ -366,4 +368,6 @@ def _accuracy(scores, labels):
 
 
 def _percent(accuracy, count):
-    return "n/a (no validation images)" if accuracy is None else f"{accuracy * 100:.1f}% (N={count})"
+    if accuracy is None:
+        return "n/a (no validation images)"
+    return f"{accuracy * 100:.1f}% (N={count})"

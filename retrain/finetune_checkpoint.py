@@ -73,7 +73,8 @@ def load_latest(directory, description):
                          if description.get(key) != metadata.get("description", {}).get(key))
         raise UserError(
             f"Cannot resume fine-tuning from {directory!r}: it was made with other "
-            f"{', '.join(changed)}; drop --resume to start over, or pass another --checkpoint_path.")
+            f"{', '.join(changed)}; drop --resume to start over, or pass another "
+            "--checkpoint_path.")
     count = metadata["variable_count"]
     best_values, best_metadata = _load(os.path.join(directory, BEST_FILE))
     if best_metadata["steps_done"] != metadata["best_steps_done"]:

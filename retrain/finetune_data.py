@@ -71,7 +71,8 @@ def training_batches(image_files, labels, order, first_step, image_size, max_pix
     batches = preprocess.image_batches(paths, image_size, batch_size, max_pixels, errors,
                                        distortions, seeds)
     label_table = tf.constant(np.asarray(labels)[flat].astype(np.int32))
-    return batches.map(lambda index, images, ok: (images, tf.gather(label_table, index), ok)), errors
+    batches = batches.map(lambda index, images, ok: (images, tf.gather(label_table, index), ok))
+    return batches, errors
 
 
 def validation_sample(num_images, sample_size, seed):

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from conftest import fast_config
 from retrain import cli
+from retrain import compare
 from retrain import dataset
 from retrain import export
 from retrain import finetune
@@ -247,3 +248,13 @@ def _parsed(argv):
     cli.define_flags(flag_values)
     flag_values(argv)
     return flag_values
+
+
+def test_compare_has_a_fine_tuned_row(tmp_path, tiny_module, colour_images):
+    base = fast_config(colour_images, tiny_module, tmp_path, fine_tune_steps=10,
+                       fine_tune_eval_interval=5)
+    (fine_tuned,) = compare.compare(base, [tiny_module], ["fine_tuned"], str(tmp_path / "compare"))
+    assert fine_tuned.method == "fine_tuned"
+    assert fine_tuned.error == "" and fine_tuned.test_top1_accuracy == 1.0
+    with open(os.path.join(fine_tuned.output_dir, "metrics.json"), encoding="utf-8") as metrics:
+        assert json.load(metrics)["fine_tune"]["history"]["steps"] == [0, 5, 9]

@@ -47,6 +47,7 @@ def define_flags(flag_values=FLAGS):
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
     define_training_flags(flag_values)
+    define_fine_tune_flags(flag_values)
     define_tflite_flags(flag_values)
 
 
@@ -89,6 +90,32 @@ TRAINING_FLAG_FIELDS = [
     "train_batch_size", "eval_step_interval", "validation_batch_size", "test_batch_size",
     "testing_percentage", "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
     "random_seed"]
+
+
+def define_fine_tune_flags(flag_values):
+    """Fine-tuning's flags (retrain.finetune)."""
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    flags.DEFINE_boolean("fine_tune", _DEFAULTS.fine_tune,
+                         "After training the new layer on bottlenecks, train the module and the "
+                         "layer together on the training images (slow: the whole network runs on "
+                         "every image of every step) and export the fine-tuned weights.",
+                         flag_values=flag_values)
+    integer("fine_tune_steps", _DEFAULTS.fine_tune_steps, "Fine-tuning steps.", lower_bound=1)
+    flags.DEFINE_float("fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
+                       "Learning rate of the fine-tuning steps (SGD with momentum).",
+                       lower_bound=0.0, flag_values=flag_values)
+    flags.DEFINE_float("fine_tune_momentum", _DEFAULTS.fine_tune_momentum,
+                       "SGD momentum of the fine-tuning steps.", lower_bound=0.0,
+                       upper_bound=0.999, flag_values=flag_values)
+    integer("fine_tune_batch_size", _DEFAULTS.fine_tune_batch_size,
+            "Images per fine-tuning step, split across all devices.", lower_bound=1)
+    integer("fine_tune_eval_interval", _DEFAULTS.fine_tune_eval_interval,
+            "Fine-tuning steps between validation evaluations; the best one is kept.",
+            lower_bound=1)
+    integer("fine_tune_layers", _DEFAULTS.fine_tune_layers,
+            "Fine-tune only the module's last N layers (variables sharing a name up to the last "
+            "'/', in the module's order: for the built-in backbones stem, block0_depthwise, ..., "
+            "head); 0 fine-tunes all of them.", lower_bound=0)
 
 
 def define_tflite_flags(flag_values):

@@ -6,7 +6,7 @@ once however many methods or comparisons use them. A small CNN trained from scra
 baseline row. The table goes to comparison.md, .csv and .json, with a bar chart.
 
 Methods are rows of METHODS: a name, whether it applies to a module, and how it changes the
-run's RetrainConfig. Augmentation or fine-tuning become rows here once the pipeline has them.
+run's RetrainConfig. Augmentation becomes a row here once the pipeline has it.
 """
 
 import csv
@@ -43,6 +43,11 @@ class Method:
 METHODS = {
     "frozen": Method("frozen", "frozen backbone, cached bottlenecks, new softmax layer",
                      applies_to=lambda module: True, configure=lambda config: config),
+    # A module without trainable variables gives a row with its error, not a failed comparison.
+    "fine_tuned": Method("fine_tuned", "the frozen method, then module and layer fine-tuned end "
+                         "to end on the images (--fine_tune settings at their defaults)",
+                         applies_to=lambda module: True,
+                         configure=lambda config: dataclasses.replace(config, fine_tune=True)),
 }
 
 
@@ -124,7 +129,8 @@ def _run_pipeline_row(base_config, module, method, output_dir, bottleneck_dir):
                test_top1_accuracy=result.classification.top1_accuracy,
                test_macro_f1=result.classification.macro_average.f1,
                test_count=result.classification.count,
-               training_seconds=result.stage_seconds.get("training"),
+               training_seconds=(result.stage_seconds.get("training")
+                                 + result.stage_seconds.get("fine_tuning", 0.0)),
                bottleneck_seconds=result.stage_seconds.get("bottlenecks"),
                bottlenecks_computed=result.bottlenecks_computed,
                model_size_bytes=folder_size(resolved.saved_model_dir), output_dir=run_dir)

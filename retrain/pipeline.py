@@ -12,9 +12,11 @@ import numpy as np
 from retrain import backbones
 from retrain import bottlenecks
 from retrain import dataset
+from retrain import devices
 from retrain import evaluate
 from retrain import export
 from retrain import files
+from retrain import finetune
 from retrain import metrics as metrics_lib
 from retrain import modules
 from retrain import report
@@ -34,6 +36,7 @@ class RunResult:
     stage_seconds: dict
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
     tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
+    fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
 
 
 def run(config):
@@ -49,6 +52,8 @@ def run(config):
                                config.validation_percentage, config.testing_percentage)
     with timer("resolve_module"):
         module = resolve(config)
+    if config.fine_tune:
+        finetune.check_fine_tunable(module, config.fine_tune_layers)
     check_outputs_writable(config)
     with timer("bottlenecks"):
         vectors = bottlenecks.get_bottlenecks(collection.images, module, config.bottleneck_dir,
@@ -64,6 +69,11 @@ def run(config):
         head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
                                          len(collection.labels), training_settings(config),
                                          config.summaries_dir)
+    fine_tuned = None
+    if config.fine_tune:
+        with timer("fine_tuning"):
+            fine_tuned = fine_tune(config, module, head, data)
+        head, data["testing"] = fine_tuned.head, fine_tuned.testing
     with timer("evaluation"):
         test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
                                       config.test_batch_size, config.random_seed)
@@ -74,15 +84,17 @@ def run(config):
         for line in metrics_lib.format_report(classification):
             logging.info("%s", line)
     with timer("export"):
-        export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
-                                  module.image_size, config.saved_model_dir)
+        feature_extractor = (fine_tuned.feature_extractor if fine_tuned
+                             else modules.load_feature_extractor(module))
+        export.export_saved_model(feature_extractor, head, collection.labels, module.image_size,
+                                  config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
     tflite = None
     if config.tflite_output_file:
         with timer("tflite"):
             tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
     result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification=classification, tflite=tflite)
+                       classification=classification, tflite=tflite, fine_tune=fine_tuned)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -120,6 +132,21 @@ def training_settings(config):
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size, seed=config.random_seed,
         momentum=config.momentum)
+
+
+def fine_tune(config, module, head, data):
+    """Fine-tunes module + head on the training images (retrain.finetune)."""
+    settings = finetune.FineTuneSettings(
+        steps=config.fine_tune_steps, batch_size=config.fine_tune_batch_size,
+        learning_rate=config.fine_tune_learning_rate, momentum=config.fine_tune_momentum,
+        eval_interval=config.fine_tune_eval_interval,
+        validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
+        seed=config.random_seed, max_image_pixels=config.max_image_pixels,
+        inference_batch_size=config.bottleneck_batch_size or bottlenecks.default_batch_size())
+    # The lead wires --checkpoint_path, --resume and the distortion flags in here.
+    checkpoint_dir = os.path.join(config.output_dir, "checkpoints", finetune.CHECKPOINT_FOLDER)
+    return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
+                              devices.distribution_strategy())
 
 
 def check_outputs_writable(config):
@@ -185,10 +212,31 @@ def write_metrics(config, module, result):
             metrics.setdefault(key, value)
     if result.tflite:
         metrics["tflite"] = dataclasses.asdict(result.tflite)
+    if result.fine_tune:
+        metrics["fine_tune"] = finetune_metrics(result)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
     files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
                                 flag="--metrics_file")
     write_report(config, metrics)
+
+
+def finetune_metrics(result):
+    """metrics.json's "fine_tune" entry: test accuracy before and after, and how it went.
+
+    The top-level test accuracy is the fine-tuned network's: the one exported.
+    """
+    fine_tuned = result.fine_tune
+    return {
+        "frozen_test_top1_accuracy": fine_tuned.frozen_test_accuracy,
+        "fine_tuned_test_top1_accuracy": result.test.top1_accuracy,
+        "start_validation_accuracy": fine_tuned.start_validation_accuracy,
+        "best_validation_accuracy": fine_tuned.best_validation_accuracy,
+        "best_steps_done": fine_tuned.best_steps_done,
+        "trained_module_variables": fine_tuned.trained_variables,
+        "images_per_second": fine_tuned.images_per_second,
+        "seconds": result.stage_seconds.get("fine_tuning"),
+        "history": dataclasses.asdict(fine_tuned.history),
+    }
 
 
 def write_report(config, metrics):

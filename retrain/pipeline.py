@@ -9,6 +9,8 @@ import time
 from absl import logging
 import numpy as np
 
+from retrain import augment
+from retrain import augmentation
 from retrain import backbones
 from retrain import bottlenecks
 from retrain import dataset
@@ -34,6 +36,8 @@ class RunResult:
     stage_seconds: dict
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
     tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
+    # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
+    augmentation: object = None
 
 
 def run(config):
@@ -41,6 +45,7 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    check_augmentation(config)
     tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
                                  config.tflite_int8_input)
     with timer("find_images"):
@@ -60,6 +65,8 @@ def run(config):
                                 config.validation_percentage, config.testing_percentage)
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
+    with timer("augmentation"):
+        data["training"], augmented = add_training_variants(config, module, data["training"])
     with timer("training"):
         head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
                                          len(collection.labels), training_settings(config),
@@ -81,8 +88,9 @@ def run(config):
     if config.tflite_output_file:
         with timer("tflite"):
             tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification=classification, tflite=tflite)
+    result = RunResult(collection.labels, test, history, skipped,
+                       vectors.computed + augmented.computed, timer.seconds,
+                       classification=classification, tflite=tflite, augmentation=augmented)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -95,6 +103,24 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def distortions(config):
+    """The augment.Distortions that config asks for."""
+    return augment.Distortions(config.flip_left_right, config.random_crop, config.random_scale,
+                               config.random_brightness)
+
+
+def check_augmentation(config):
+    """Raises UserError for distortion settings that make no sense (config resolved)."""
+    augment.check_settings(distortions(config), config.augmentation_copies)
+
+
+def add_training_variants(config, module, training):
+    """The training split with the distorted variants config asks for appended (if any)."""
+    return augmentation.add_training_variants(
+        training, module, config.bottleneck_dir, config.bottleneck_batch_size,
+        config.max_image_pixels, distortions(config), config.augmentation_copies)
 
 
 def export_tflite(config, module, labels, splits, head, test_data):
@@ -183,6 +209,8 @@ def write_metrics(config, module, result):
     if result.classification:
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
+    if result.augmentation:
+        metrics["augmentation"] = result.augmentation.as_dict()
     if result.tflite:
         metrics["tflite"] = dataclasses.asdict(result.tflite)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)

@@ -39,6 +39,13 @@ class Distortions:
         return bool(self.flip_left_right or self.random_crop or self.random_scale
                     or self.random_brightness)
 
+    def as_flags(self):
+        """The flags that ask for these distortions, e.g. "--random_crop=10 --flip_left_right"."""
+        words = [f"--{name}={getattr(self, name)}"
+                 for name in ("random_crop", "random_scale", "random_brightness")
+                 if getattr(self, name)]
+        return " ".join(words + ["--flip_left_right"] * self.flip_left_right)
+
     def describe(self):
         """A stable text naming the settings: part of each variant's cache key."""
         return (f"flip={int(self.flip_left_right)},crop={self.random_crop},"
@@ -72,7 +79,7 @@ def check_settings(distortions, copies):
                         "--flip_left_right, or leave out --augmentation_copies.")
     if distortions.any() and not copies:
         raise UserError(f"--augmentation_copies=0 makes no distorted variants, so "
-                        f"{distortions.describe()} would do nothing; pass "
+                        f"{distortions.as_flags()} would do nothing; pass "
                         "--augmentation_copies=1 or more, or leave out the distortion flags.")
 
 

@@ -64,7 +64,7 @@ def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixe
     if not copies:
         return training, AugmentationResult(distortions, 0, 0, 0)
     logging.info("Augmentation: %d distorted copies of each of %d training images (%s).",
-                 copies, len(image_files), distortions.describe())
+                 copies, len(image_files), distortions.as_flags())
     variants = bottlenecks.get_bottlenecks(variant_files(image_files, distortions, copies),
                                            module, bottleneck_dir, batch_size, max_pixels,
                                            distortions)

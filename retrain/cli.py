@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 
 from retrain import console
+from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 
@@ -82,6 +83,25 @@ def define_training_flags(flag_values=FLAGS):
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
     integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    define_augmentation_flags(flag_values)
+
+
+def define_augmentation_flags(flag_values):
+    """retrain.py's distortion flags, same names and meaning, and the number of variants."""
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    flags.DEFINE_boolean("flip_left_right", _DEFAULTS.flip_left_right,
+                         "Whether to randomly flip half of the training images horizontally.",
+                         flag_values=flag_values)
+    integer("random_crop", _DEFAULTS.random_crop, "A percentage determining how much of a margin "
+            "to randomly crop off the training images.")
+    integer("random_scale", _DEFAULTS.random_scale, "A percentage determining how much to "
+            "randomly scale up the size of the training images by.")
+    integer("random_brightness", _DEFAULTS.random_brightness, "A percentage determining how "
+            "much to randomly multiply the training image input pixels up or down by.")
+    integer("augmentation_copies", _DEFAULTS.augmentation_copies,
+            "Distorted variants of each training image, computed once and cached like "
+            f"bottlenecks. Default: {DEFAULT_AUGMENTATION_COPIES} when a distortion flag is on, "
+            "else 0.", lower_bound=0)
 
 
 # The RetrainConfig fields that define_training_flags defines.
@@ -89,7 +109,8 @@ TRAINING_FLAG_FIELDS = [
     "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
     "train_batch_size", "eval_step_interval", "validation_batch_size", "test_batch_size",
     "testing_percentage", "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
-    "random_seed"]
+    "random_seed", "flip_left_right", "random_crop", "random_scale", "random_brightness",
+    "augmentation_copies"]
 
 
 def define_fine_tune_flags(flag_values):

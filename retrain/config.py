@@ -10,6 +10,15 @@ from typing import Optional, Tuple
 
 from retrain import images
 
+# Distorted variants per training image when a distortion flag is on and
+# --augmentation_copies is not given: 4 copies quintuple the training images, at the cost
+# of 4 more forward passes per training image, once (they are cached).
+DEFAULT_AUGMENTATION_COPIES = 4
+
+# What `retrain compare --methods augmented` distorts when no distortion flag is given: mild
+# crop, scale and brightness, and no flip, since a mirrored digit or letter is another symbol.
+DEFAULT_COMPARE_DISTORTIONS = {"random_crop": 10, "random_scale": 10, "random_brightness": 10}
+
 
 @dataclasses.dataclass
 class RetrainConfig:
@@ -48,6 +57,16 @@ class RetrainConfig:
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
+    # Random distortions of training images, retrain.py's flags (see retrain.augment). Each
+    # training image gets augmentation_copies distorted variants, computed once in batches and
+    # cached like bottlenecks; validation and test images are never distorted.
+    flip_left_right: bool = False  # mirror half of the variants
+    random_crop: int = 0  # percent margin around the crop window, 0-100
+    random_scale: int = 0  # percent by which the margin is randomly enlarged, 0-100
+    random_brightness: int = 0  # percent up or down that pixel values are multiplied by, 0-99
+    # None: DEFAULT_AUGMENTATION_COPIES when a distortion is on, else 0 (no augmentation).
+    augmentation_copies: Optional[int] = None
+
     # Fine-tuning (retrain.finetune): after the new layer is trained on bottlenecks, train the
     # module and the layer together on the training images, keeping the best validation step.
     fine_tune: bool = False
@@ -71,8 +90,13 @@ class RetrainConfig:
     # int8 only: training images that calibrate activation ranges (TFLite suggests 100-500).
     tflite_representative_images: int = 100
 
+    def any_distortion(self):
+        """True if a distortion flag is on."""
+        return bool(self.flip_left_right or self.random_crop or self.random_scale
+                    or self.random_brightness)
+
     def resolved(self):
-        """A copy with every output path filled in from output_dir."""
+        """A copy with every output path filled in from output_dir, and the number of copies."""
         def under_output(path, name):
             return path if path else os.path.join(self.output_dir, name)
 
@@ -83,4 +107,6 @@ class RetrainConfig:
             output_labels=under_output(self.output_labels, "output_labels.txt"),
             summaries_dir=under_output(self.summaries_dir, "summaries"),
             metrics_file=under_output(self.metrics_file, "metrics.json"),
+            augmentation_copies=(self.augmentation_copies if self.augmentation_copies is not None
+                                 else DEFAULT_AUGMENTATION_COPIES if self.any_distortion() else 0),
         )

@@ -9,6 +9,8 @@ import time
 from absl import logging
 import numpy as np
 
+from retrain import augment
+from retrain import augmentation
 from retrain import backbones
 from retrain import bottlenecks
 from retrain import dataset
@@ -37,6 +39,8 @@ class RunResult:
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
     tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
     fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
+    # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
+    augmentation: object = None
 
 
 def run(config):
@@ -44,6 +48,7 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    check_augmentation(config)
     tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
                                  config.tflite_int8_input)
     with timer("find_images"):
@@ -65,13 +70,16 @@ def run(config):
                                 config.validation_percentage, config.testing_percentage)
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
+    with timer("augmentation"):
+        augmented_training, augmented = add_training_variants(config, module, data["training"])
     with timer("training"):
-        head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
+        head, history = train.train_head(*augmented_training[:2], *data["validation"][:2],
                                          len(collection.labels), training_settings(config),
                                          config.summaries_dir)
     fine_tuned = None
     if config.fine_tune:
         with timer("fine_tuning"):
+            # On the training images themselves: fine-tuning distorts them afresh at each step.
             fine_tuned = fine_tune(config, module, head, data)
         head, data["testing"] = fine_tuned.head, fine_tuned.testing
     with timer("evaluation"):
@@ -93,8 +101,10 @@ def run(config):
     if config.tflite_output_file:
         with timer("tflite"):
             tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification=classification, tflite=tflite, fine_tune=fine_tuned)
+    result = RunResult(collection.labels, test, history, skipped,
+                       vectors.computed + augmented.computed, timer.seconds,
+                       classification=classification, tflite=tflite, fine_tune=fine_tuned,
+                       augmentation=augmented)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -107,6 +117,24 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def distortions(config):
+    """The augment.Distortions that config asks for."""
+    return augment.Distortions(config.flip_left_right, config.random_crop, config.random_scale,
+                               config.random_brightness)
+
+
+def check_augmentation(config):
+    """Raises UserError for distortion settings that make no sense (config resolved)."""
+    augment.check_settings(distortions(config), config.augmentation_copies)
+
+
+def add_training_variants(config, module, training):
+    """The training split with the distorted variants config asks for appended (if any)."""
+    return augmentation.add_training_variants(
+        training, module, config.bottleneck_dir, config.bottleneck_batch_size,
+        config.max_image_pixels, distortions(config), config.augmentation_copies)
 
 
 def export_tflite(config, module, labels, splits, head, test_data):
@@ -142,8 +170,9 @@ def fine_tune(config, module, head, data):
         eval_interval=config.fine_tune_eval_interval,
         validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
-        inference_batch_size=config.bottleneck_batch_size or bottlenecks.default_batch_size())
-    # The lead wires --checkpoint_path, --resume and the distortion flags in here.
+        inference_batch_size=config.bottleneck_batch_size or bottlenecks.default_batch_size(),
+        distortions=distortions(config) if config.any_distortion() else None)
+    # The lead wires --checkpoint_path and --resume in here.
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints", finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
                               devices.distribution_strategy())
@@ -210,6 +239,8 @@ def write_metrics(config, module, result):
     if result.classification:
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
+    if result.augmentation:
+        metrics["augmentation"] = result.augmentation.as_dict()
     if result.tflite:
         metrics["tflite"] = dataclasses.asdict(result.tflite)
     if result.fine_tune:

@@ -46,6 +46,10 @@ def define_flags(flag_values=FLAGS):
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
+    integer("bottleneck_memory_mb", _DEFAULTS.bottleneck_memory_mb,
+            "Hold the bottlenecks in memory only if twice their size fits in this many MB; "
+            "else read them from the cache on disk as training needs them (0: always). "
+            "Default: half the memory available when the run starts.", lower_bound=0)
     define_training_flags(flag_values)
     define_tflite_flags(flag_values)
 

@@ -46,6 +46,10 @@ class RetrainConfig:
     # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
     bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
+    # MB the bottleneck array may take in memory, counted twice (the array and training's copy
+    # of its training split); above it, training reads the vectors from the cache on disk as it
+    # goes. None: half the memory available when the run starts. 0: always from disk.
+    bottleneck_memory_mb: Optional[int] = None
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
     # TensorFlow Lite export (retrain.tflite_export). None: no .tflite is written.

@@ -50,14 +50,19 @@ def run(config):
     with timer("resolve_module"):
         module = resolve(config)
     check_outputs_writable(config)
-    with timer("bottlenecks"):
-        vectors = bottlenecks.get_bottlenecks(collection.images, module, config.bottleneck_dir,
-                                              config.bottleneck_batch_size, config.max_image_pixels)
-    skipped = collection.skipped + vectors.failed
-    collection = dataclasses.replace(collection, images=vectors.image_files)
-    dataset.check_every_class_has_images(collection)
     splits = split.split_images(collection.images, collection.labels,
                                 config.validation_percentage, config.testing_percentage)
+    with timer("bottlenecks"):
+        vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
+                                              config.bottleneck_batch_size, config.max_image_pixels,
+                                              memory_budget(config))
+    skipped = collection.skipped + vectors.failed
+    if vectors.failed:
+        # Images that could not be decoded drop out, which can change how classes split.
+        collection = dataclasses.replace(collection, images=vectors.image_files)
+        dataset.check_every_class_has_images(collection)
+        splits = split.split_images(collection.images, collection.labels,
+                                    config.validation_percentage, config.testing_percentage)
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
     with timer("training"):
@@ -143,16 +148,43 @@ def check_outputs_writable(config):
                             f"writable folder with {flag}.") from error
 
 
+def memory_budget(config):
+    """Bytes the bottlenecks may take in memory; None: bottlenecks.default_memory_budget()."""
+    return None if config.bottleneck_memory_mb is None else config.bottleneck_memory_mb << 20
+
+
+def in_split_order(splits):
+    """The images of splits, training first, then validation, then testing.
+
+    Bottlenecks come back in this order, so each split is a run of consecutive rows and
+    split_arrays hands out views of one array instead of a copy per split.
+    """
+    return [image for name in split.SPLITS for image in splits[name]]
+
+
 def split_arrays(vectors, splits):
-    """Per split name: (features float32 [n, D], labels int32 [n], [dataset.ImageFile])."""
-    row_of = {image.content_key: row for row, image in enumerate(vectors.image_files)}
+    """Per split name: (features float32 [n, D], labels int32 [n], [dataset.ImageFile]).
+
+    The features of a split are a view of vectors.features where the split's rows lie
+    together in it (see in_split_order), else a copy; a row_store.RowStore stays one,
+    restricted to the split's rows, without reading any.
+    """
+    row_of = {image.relative_path: row for row, image in enumerate(vectors.image_files)}
     arrays = {}
     for name, image_files in splits.items():
-        rows = np.array([row_of[image.content_key] for image in image_files], dtype=np.int64)
-        features = vectors.features[rows] if len(rows) else vectors.features[:0]
+        rows = np.array([row_of[image.relative_path] for image in image_files], dtype=np.int64)
         labels = np.array([image.label_index for image in image_files], dtype=np.int32)
-        arrays[name] = (features, labels, image_files)
+        arrays[name] = (_rows_of(vectors.features, rows), labels, image_files)
     return arrays
+
+
+def _rows_of(features, rows):
+    """features[rows], as a view when rows is a run of consecutive rows."""
+    if not isinstance(features, np.ndarray):
+        return features.subset(rows)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
+        return features[rows[0]:rows[-1] + 1]
+    return features[rows]
 
 
 def _log_split_sizes(labels, splits):

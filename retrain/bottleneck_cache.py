@@ -43,6 +43,8 @@ _COMPACT_ABOVE_SHARDS = 32
 # and a compaction never holds more than one merged shard's worth of records at a time.
 _SMALL_SHARD_BYTES = 64 << 20
 _TARGET_SHARD_BYTES = 256 << 20
+# Keys are read this many bytes of records at a time, releasing the pages read after each.
+_KEY_CHUNK_BYTES = 16 << 20
 
 
 def record_dtype(feature_dim):
@@ -151,7 +153,7 @@ class BottleneckCache:
         """Writes one shard holding each key of the group once; returns [its mapped records]."""
         if len(group) < 2:
             return [records for _, records in group]
-        keys = np.concatenate([records["key"] for _, records in group])
+        keys = np.concatenate([_copy_keys(records) for _, records in group])
         _, first_rows = np.unique(keys, return_index=True)
         keep = np.zeros(len(keys), bool)
         keep[first_rows] = True
@@ -226,7 +228,7 @@ def locate_keys(shards, keys):
 def _copy_keys(records):
     """The keys of a mapped shard, read in chunks whose pages are released as it goes."""
     keys = np.empty(len(records), records.dtype["key"])
-    chunk = max(1, _SMALL_SHARD_BYTES // records.dtype.itemsize)
+    chunk = max(1, _KEY_CHUNK_BYTES // records.dtype.itemsize)
     for start in range(0, len(records), chunk):
         keys[start:start + chunk] = records["key"][start:start + chunk]
         release_pages(records)
@@ -239,8 +241,10 @@ def release_pages(records):
     The file's pages stay in the page cache, so reading them again is cheap; they just stop
     counting towards this process's memory.
     """
-    mapping = records.base
-    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+    mapping = records
+    while mapping is not None and not isinstance(mapping, mmap.mmap):
+        mapping = mapping.obj if isinstance(mapping, memoryview) else getattr(mapping, "base", None)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapping.madvise(mmap.MADV_DONTNEED)
 
 

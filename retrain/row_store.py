@@ -19,10 +19,12 @@ from retrain import bottleneck_cache
 
 # Rows are copied out in chunks of about this many bytes, so a large request (to_array, a
 # whole split) never needs more than one chunk of temporary memory beyond its result.
-_CHUNK_BYTES = 32 << 20
-# Mapped pages read since the last release, at most (estimated as whole pages per row).
-_RELEASE_BYTES = 64 << 20
-_PAGE_BYTES = 4096
+_CHUNK_BYTES = 8 << 20
+# Mapped pages read since the last release, at most (estimated, see _FAULT_AROUND_BYTES).
+_RELEASE_BYTES = 16 << 20
+# Linux maps the pages around a faulting page that are already in the page cache (64 KB by
+# default), so reading one row can map that much.
+_FAULT_AROUND_BYTES = 64 << 10
 
 
 class RowStore:
@@ -93,31 +95,29 @@ class RowStore:
         return rows if dtype is None else rows.astype(dtype, copy=False)
 
     def _gather(self, positions):
+        # In position order, chunk by chunk: each chunk reads a narrow stretch of a shard
+        # (and its pages are released after), instead of faulting in pages all over it.
         rows = np.empty((len(positions), self.shape[1]), np.float32)
+        order = np.argsort(positions, kind="stable")
         chunk = max(1, _CHUNK_BYTES // max(self.shape[1] * 4, 1))
-        for start in range(0, len(positions), chunk):
-            self._gather_chunk(positions[start:start + chunk], rows[start:start + chunk])
+        for start in range(0, len(order), chunk):
+            destinations = order[start:start + chunk]
+            self._gather_sorted(positions[destinations], rows, destinations)
         return rows
 
-    def _gather_chunk(self, positions, out):
-        # Block by block, each in file order: a shard is read forwards, not in random order.
-        order = np.argsort(positions, kind="stable")
-        ordered = positions[order]
+    def _gather_sorted(self, ordered, out, destinations):
+        """out[destinations] = the rows at positions `ordered` (sorted)."""
         block_of = np.searchsorted(self._block_starts, ordered, "right") - 1
         boundaries = np.flatnonzero(np.diff(block_of)) + 1
         for start, stop in zip(np.r_[0, boundaries], np.r_[boundaries, len(ordered)]):
             block = block_of[start]
-            out[order[start:stop]] = self._blocks[block][ordered[start:stop]
-                                                         - self._block_starts[block]]
-        self._count_read_pages(len(positions))
-
-    def _count_read_pages(self, num_rows):
-        if not self._mapped_shards:
-            return
-        row_pages = -(-self.shape[1] * 4 // _PAGE_BYTES) + 1
-        self._unreleased_bytes += num_rows * row_pages * _PAGE_BYTES
-        if self._unreleased_bytes > _RELEASE_BYTES:
-            self.release()
+            out[destinations[start:stop]] = self._blocks[block][ordered[start:stop]
+                                                                - self._block_starts[block]]
+        if self._mapped_shards:
+            # Each page fault maps up to _FAULT_AROUND_BYTES of pages, not just the row's.
+            self._unreleased_bytes += len(ordered) * (self.shape[1] * 4 + _FAULT_AROUND_BYTES)
+            if self._unreleased_bytes > _RELEASE_BYTES:
+                self.release()
 
     def release(self):
         """Drops the mapped shard pages read so far from this process's memory."""

@@ -8,6 +8,11 @@ Reports (as a table, and as JSON with --json_out):
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on JPEG files
   reload       finding, hashing and loading a fully cached set of --cached_images images
   training     --steps training steps of batch 100 on --feature_dim-d bottlenecks
+  growth       at each of --scale_sizes images (tiny PNGs, cached random vectors): reload time,
+               first training step after the TensorFlow import in a real `python -m retrain`,
+               cache size, peak memory against the bottleneck array, --steps training steps
+  large_cache  training from a synthetic cache of --large_cache_rows vectors (off by default:
+               1000000 writes 5 GB) under --large_cache_budget_mb: time, peak memory, size
 Ratios are only meaningful within one run: the machines are shared and noisy.
 """
 
@@ -23,6 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import benchmark_scale  # pylint: disable=wrong-import-position
 from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
@@ -40,6 +46,13 @@ def parse_args():
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
     parser.add_argument("--feature_dim", type=int, default=1280, help="bottleneck size for training")
+    parser.add_argument("--scale_sizes", default="1000,10000,100000",
+                        help="image counts for the growth table")
+    parser.add_argument("--large_cache_rows", type=int, default=0,
+                        help="vectors in the large-cache part (0: skip it)")
+    parser.add_argument("--large_cache_budget_mb", type=int, default=1024,
+                        help="memory budget the large cache must exceed (--bottleneck_memory_mb)")
+    parser.add_argument("--work_dir", default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
     parser.add_argument("--json_out", default=None, help="also write the results here")
     return parser.parse_args()
@@ -125,11 +138,34 @@ def measure_training(steps, feature_dim, examples=10000, classes=5):
     return time.perf_counter() - start
 
 
+def measure_scale_parts(args, skip, work_dir, results):
+    """The growth table and the large cache (scripts/benchmark_scale.py)."""
+    if "growth" not in skip:
+        sizes = [int(size) for size in args.scale_sizes.split(",") if size]
+        results["growth"] = benchmark_scale.measure_growth(work_dir, sizes, args.module, args.steps)
+    if "large_cache" not in skip and args.large_cache_rows > 0:
+        results["large_cache"] = benchmark_scale.measure_large_cache(
+            work_dir, args.large_cache_rows, args.feature_dim, args.steps, args.large_cache_budget_mb)
+
+
+def print_growth_table(growth):
+    if not growth:
+        return
+    sizes = [size for size in growth if size != "fixed_overhead_bytes"]
+    figures = [name for name, value in growth[sizes[0]].items() if not isinstance(value, dict)]
+    print(f"\n| figure | {' | '.join(f'{size:,} images' for size in sizes)} |")
+    print(f"| --- |{' --- |' * len(sizes)}")
+    for figure in figures:
+        print(f"| {figure} | {' | '.join(str(growth[size][figure]) for size in sizes)} |")
+    print(f"Fixed overhead (the same run on 100 images): "
+          f"{growth['fixed_overhead_bytes'] / 2**20:.0f} MB peak RSS.")
+
+
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
-    with tempfile.TemporaryDirectory() as work_dir:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
         if not {"ceiling", "bottlenecks"} <= skip:
             size = (args.image_size, args.image_size) if args.image_size else None
             module = modules.resolve_module(args.module, size)
@@ -152,9 +188,12 @@ def main():
         if "training" not in skip:
             results[f"training_seconds_{args.steps}_steps"] = round(
                 measure_training(args.steps, args.feature_dim), 2)
+        measure_scale_parts(args, skip, work_dir, results)
     print("| measure | value |\n| --- | --- |")
     for key, value in results.items():
-        print(f"| {key} | {value} |")
+        if key != "growth":
+            print(f"| {key} | {value} |")
+    print_growth_table(results.get("growth"))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as output:
             json.dump(results, output, indent=2)

@@ -9,6 +9,7 @@ that computed them would have left it), then measures retrain's own code on them
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -74,7 +75,7 @@ def prepare_cached_folder(work_dir, count, module, feature_dim):
 
 
 def run_probe(mode, **arguments):
-    """Runs scripts/memory_probe.py in a fresh process; returns its JSON result."""
+    """Runs scripts/scale_probe.py in a fresh process; returns its JSON result."""
     command = [sys.executable, os.path.join(REPO, "scripts", "scale_probe.py"), mode,
                json.dumps(arguments)]
     environment = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
@@ -128,3 +129,94 @@ _FIRST_STEP_MARKS = {
     "split_done": r"Class .*: \d+ training",
     "step_0": r"Step 0: Train accuracy",
 }
+
+
+def measure_growth(work_dir, sizes, module_handle, steps):
+    """Each figure at each number of images: {size: {figure: value}}, plus the fixed overhead.
+
+    The images are tiny PNGs cached under the real module's cache folder (with random
+    vectors), so that the first-step run is a real `python -m retrain --tfhub_module ...`.
+    """
+    from retrain import backbones  # pylint: disable=import-outside-toplevel
+    module = modules.resolve_module(module_handle)
+    feature_dim = backbones.ensure_backbone(module_handle).feature_dim
+    module_fields = [module.handle, module.saved_model_dir, list(module.image_size),
+                     module.identity]
+    # The fixed overhead: the same run on 100 images (a 0.5 MB bottleneck array).
+    folder, cache_root = prepare_cached_folder(work_dir, 100, module, feature_dim)
+    overhead = run_probe("cached", image_dir=folder, bottleneck_dir=cache_root,
+                         module=module_fields, steps=steps)["peak_rss_bytes"]
+    table = {"fixed_overhead_bytes": overhead}
+    for size in sizes:
+        folder, cache_root = prepare_cached_folder(work_dir, size, module, feature_dim)
+        cache = bottleneck_cache.BottleneckCache(bottleneck_cache.module_cache_dir(cache_root, module))
+        shards_before = len([name for name in os.listdir(cache.directory) if name.startswith("shard-")])
+        start = time.perf_counter()
+        cache.open_shards(feature_dim)  # The first load after caching merges the small shards.
+        compaction = time.perf_counter() - start
+        probe = run_probe("cached", image_dir=folder, bottleneck_dir=cache_root,
+                          module=module_fields, steps=steps)
+        first_step = measure_first_step(folder, cache_root, module_handle,
+                                        os.path.join(work_dir, f"output_{size}"))
+        seconds = probe["seconds"]
+        table[size] = {
+            "reload_seconds": round(seconds["find_images"] + seconds["split"] + seconds["load"]
+                                    + seconds["split_arrays"], 3),
+            "reload_breakdown": seconds,
+            "first_step_seconds_after_tf_import": first_step["step_0"],
+            "first_step_marks": first_step,
+            "compaction_seconds": round(compaction, 2), "shards_before_compaction": shards_before,
+            "cache_size_vs_raw_float32": round(cache_size_ratio(cache.directory, size,
+                                                                feature_dim), 4),
+            "bottleneck_array_mb": round(probe["array_bytes"] / 2**20, 1),
+            "peak_rss_mb": round(probe["peak_rss_bytes"] / 2**20, 1),
+            "peak_mb_by_stage": probe["peak_mb_by_stage"],
+            "peak_rss_minus_overhead_vs_array": round(
+                (probe["peak_rss_bytes"] - overhead) / probe["array_bytes"], 2),
+            f"training_seconds_{steps}_steps": seconds["training"],
+        }
+    return table
+
+
+def write_synthetic_cache(cache_dir, rows, feature_dim, shard_rows=256, seed=3):
+    """A cache of `rows` random vectors in shards of `shard_rows`, as runs would leave it.
+
+    Keys are scale_probe.synthetic_key(0..rows-1). Written shard by shard: memory stays small.
+    """
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import scale_probe  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(seed)
+    os.makedirs(cache_dir, exist_ok=True)
+    dtype = bottleneck_cache.record_dtype(feature_dim)
+    for start in range(0, rows, shard_rows):
+        count = min(shard_rows, rows - start)
+        records = np.empty(count, dtype)
+        records["key"] = [np.void(scale_probe.synthetic_key(index))
+                          for index in range(start, start + count)]
+        records["vector"] = rng.standard_normal((count, feature_dim), dtype=np.float32)
+        bottleneck_cache._write_shard(cache_dir, records)  # pylint: disable=protected-access
+
+
+def measure_large_cache(work_dir, rows, feature_dim, steps, budget_mb):
+    """Training from a synthetic cache of `rows` vectors that is not loaded into memory.
+
+    Two runs: the first merges the 256-record shards, the second finds them merged.
+    """
+    cache_dir = os.path.join(work_dir, "large_cache")
+    try:
+        start = time.perf_counter()
+        write_synthetic_cache(cache_dir, rows, feature_dim)
+        written = time.perf_counter() - start
+        disk_bytes = sum(os.path.getsize(os.path.join(cache_dir, name))
+                         for name in os.listdir(cache_dir))
+        runs = [run_probe("large", cache_dir=cache_dir, rows=rows, feature_dim=feature_dim,
+                          steps=steps, budget_mb=budget_mb) for _ in range(2)]
+        compacted_bytes = sum(os.path.getsize(os.path.join(cache_dir, name))
+                              for name in os.listdir(cache_dir))
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return {"rows": rows, "write_seconds": round(written, 1),
+            "cache_gb_on_disk": round(disk_bytes / 1e9, 3),
+            "cache_size_vs_raw_float32": round(compacted_bytes / (rows * feature_dim * 4), 4),
+            "memory_budget_mb": budget_mb, "first_run": runs[0], "second_run": runs[1],
+            "peak_rss_mb": [round(run["peak_rss_bytes"] / 2**20, 1) for run in runs]}

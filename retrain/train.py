@@ -144,10 +144,15 @@ def training_fingerprint(train_features, train_labels, num_classes, settings):
         "feature_dim": int(train_features.shape[1]),
         "num_classes": int(num_classes),
         "training_labels_sha1": hashlib.sha1(np.ascontiguousarray(train_labels)).hexdigest(),
-        **{name: getattr(settings, name) for name in (
-            "batch_size", "learning_rate", "momentum", "class_balance", "eval_step_interval",
-            "validation_batch_size", "seed")},
+        **settings_fingerprint(settings),
     }
+
+
+def settings_fingerprint(settings):
+    """The TrainingSettings a resumed run must share with its checkpoint."""
+    return {name: getattr(settings, name) for name in (
+        "batch_size", "learning_rate", "momentum", "class_balance", "eval_step_interval",
+        "validation_batch_size", "seed")}
 
 
 def _initial_weights(feature_dim, num_classes, seed):

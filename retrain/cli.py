@@ -96,7 +96,8 @@ def define_training_flags(flag_values=FLAGS):
             lower_bound=1)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
-    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.",
+            lower_bound=0)
 
 
 # The RetrainConfig fields that define_training_flags defines.

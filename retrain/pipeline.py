@@ -50,7 +50,7 @@ def run(config):
         collection = dataset.find_images(config.image_dir)
     split.check_split_possible(collection.images, collection.labels,
                                config.validation_percentage, config.testing_percentage)
-    check_resumable(config, collection.labels)
+    check_training_settings(config, collection.labels)
     with timer("resolve_module"):
         module = resolve(config)
     check_outputs_writable(config)
@@ -139,9 +139,10 @@ def checkpoint_settings(config, module, labels, training_images):
                      "training_images_sha1": hashlib.sha1(keys).hexdigest()})
 
 
-def check_resumable(config, labels):
-    """With --resume, fails before the bottlenecks if the checkpoint's labels or training
-    settings differ from this run's (the rest is checked when training starts)."""
+def check_training_settings(config, labels):
+    """Fails before the bottlenecks on a bad --class_balance or, with --resume, a checkpoint
+    whose labels or training settings differ from this run's (the rest of its fingerprint
+    is checked when training starts)."""
     sampling.check_class_balance(config.class_balance)
     if not config.resume:
         return

@@ -111,6 +111,8 @@ def train_head(train_features, train_labels, validation_features, validation_lab
                 raise checkpoint.Interrupted(saver.directory, eval_step + 1)
     if saver:
         saver.save(model.state(max(settings.steps, start_step), history, fingerprint))
+    if interrupt.requested:  # Ctrl-C after the last interval's check: stop all the same.
+        raise checkpoint.Interrupted(saver.directory, max(settings.steps, start_step))
     return Head(model.weights.numpy(), model.biases.numpy()), history
 
 

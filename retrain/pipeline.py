@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -11,6 +12,7 @@ import numpy as np
 
 from retrain import backbones
 from retrain import bottlenecks
+from retrain import checkpoint
 from retrain import dataset
 from retrain import evaluate
 from retrain import export
@@ -18,6 +20,7 @@ from retrain import files
 from retrain import metrics as metrics_lib
 from retrain import modules
 from retrain import report
+from retrain import sampling
 from retrain import split
 from retrain import tflite_export
 from retrain import train
@@ -47,6 +50,7 @@ def run(config):
         collection = dataset.find_images(config.image_dir)
     split.check_split_possible(collection.images, collection.labels,
                                config.validation_percentage, config.testing_percentage)
+    check_training_settings(config, collection.labels)
     with timer("resolve_module"):
         module = resolve(config)
     check_outputs_writable(config)
@@ -66,9 +70,10 @@ def run(config):
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
     with timer("training"):
-        head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
-                                         len(collection.labels), training_settings(config),
-                                         config.summaries_dir)
+        head, history = train.train_head(
+            *data["training"][:2], *data["validation"][:2], len(collection.labels),
+            training_settings(config), config.summaries_dir,
+            checkpoint_settings(config, module, collection.labels, splits["training"]))
     with timer("evaluation"):
         test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
                                       config.test_batch_size, config.random_seed)
@@ -124,7 +129,35 @@ def training_settings(config):
         steps=config.how_many_training_steps, batch_size=config.train_batch_size,
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size, seed=config.random_seed,
-        momentum=config.momentum)
+        momentum=config.momentum, class_balance=config.class_balance)
+
+
+def checkpoint_settings(config, module, labels, training_images):
+    """Where the head checkpoints, and what a resumed run must match beyond the arrays: the
+    label names, the module, and the training images in row order (their content keys)."""
+    # Content keys are fixed-length digests (bytes), so joined they stay unambiguous.
+    keys = b"".join(image.content_key for image in training_images)
+    return checkpoint.CheckpointSettings(
+        directory=checkpoint.head_directory(config.checkpoint_path), resume=config.resume,
+        every_seconds=config.checkpoint_every_seconds,
+        description={"labels": list(labels), "module": module.identity,
+                     "training_images_sha1": hashlib.sha1(keys).hexdigest()})
+
+
+def check_training_settings(config, labels):
+    """Fails before the bottlenecks on a bad --class_balance or, with --resume, a checkpoint
+    whose labels or training settings differ from this run's (the rest of its fingerprint
+    is checked when training starts)."""
+    sampling.check_class_balance(config.class_balance)
+    if not config.resume:
+        return
+    directory = checkpoint.head_directory(config.checkpoint_path)
+    state = checkpoint.load_state(directory)
+    if state is not None:
+        checkpoint.check_fingerprint(
+            state.fingerprint,
+            {"labels": list(labels), **train.settings_fingerprint(training_settings(config))},
+            directory)
 
 
 def check_outputs_writable(config):
@@ -136,6 +169,7 @@ def check_outputs_writable(config):
         "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
         "--summaries_dir": config.summaries_dir,
         "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
+        "--checkpoint_path": config.checkpoint_path,
     }
     if config.tflite_output_file:
         folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))

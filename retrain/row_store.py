@@ -131,9 +131,10 @@ def available_memory_bytes():
     container (cgroup) limit leaves less. None where neither can be read."""
     candidates = []
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
+        # Bytes, not text: no codec lookup (which fails in some stripped-down environments).
+        with open("/proc/meminfo", "rb") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(b"MemAvailable:"):
                     candidates.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError):
         pass
@@ -141,8 +142,7 @@ def available_memory_bytes():
                                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                                     "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
         try:
-            with open(limit_file, encoding="ascii") as limit, \
-                    open(usage_file, encoding="ascii") as usage:
+            with open(limit_file, "rb") as limit, open(usage_file, "rb") as usage:
                 candidates.append(int(limit.read()) - int(usage.read()))
         except (OSError, ValueError):
             pass  # No such cgroup version, or "max" (no limit).

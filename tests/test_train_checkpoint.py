@@ -150,12 +150,16 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
 
 
 def test_second_ctrl_c_interrupts_at_once():
-    with checkpoint.deferred_interrupts() as interrupt:
-        signal.raise_signal(signal.SIGINT)
-        assert interrupt.requested
-        with pytest.raises(KeyboardInterrupt):
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own handler.
+    try:
+        with checkpoint.deferred_interrupts() as interrupt:
             signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert interrupt.requested
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 _KILLED_RUN = textwrap.dedent("""

@@ -67,13 +67,16 @@ def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixe
                  copies, len(image_files), distortions.as_flags())
     variants = bottlenecks.get_bottlenecks(variant_files(image_files, distortions, copies),
                                            module, bottleneck_dir, batch_size, max_pixels,
-                                           distortions)
+                                           distortions=distortions)
     if variants.failed:
         # The originals decoded a moment ago, so only a file changed or removed since fails.
         logging.warning("Left out %d variants whose image could not be read again.",
                         len(variants.failed))
     variant_labels = np.array([image.label_index for image in variants.image_files], np.int32)
-    augmented = (np.concatenate([features, variants.features.astype(features.dtype)]),
+    # Appending makes one in-memory array, even from a cache read from disk (row_store): the
+    # variants multiply the training split, so augmentation is for sets that fit in memory.
+    augmented = (np.concatenate([np.asarray(features, np.float32),
+                                 np.asarray(variants.features, np.float32)]),
                  np.concatenate([labels, variant_labels]),
                  list(image_files) + variants.image_files)
     return augmented, AugmentationResult(distortions, copies, len(variants.image_files),

@@ -5,6 +5,7 @@ This is the only module that defines retrain's flags; their defaults come from R
 
 import dataclasses
 import functools
+import os
 import re
 import sys
 
@@ -16,6 +17,7 @@ from retrain import console
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
+from retrain.sampling import CLASS_BALANCE_MODES
 
 _DEFAULTS = RetrainConfig()
 
@@ -35,6 +37,15 @@ def define_flags(flag_values=FLAGS):
     string("output_labels", None, "Labels file. Default: <output_dir>/output_labels.txt.")
     string("summaries_dir", None, "TensorBoard logs. Default: <output_dir>/summaries.")
     string("metrics_file", None, "Metrics JSON. Default: <output_dir>/metrics.json.")
+    string("checkpoint_path", None,
+           "Training state for --resume (the head's in head/). Default: <output_dir>/checkpoints.")
+    boolean("resume", _DEFAULTS.resume,
+            "Continue training from the checkpoint in --checkpoint_path; same result as a run "
+            "that was never interrupted. Without a checkpoint, warns and starts from step 0.")
+    flags.DEFINE_float("checkpoint_every_seconds", _DEFAULTS.checkpoint_every_seconds,
+                       "Seconds between checkpoint writes during training (also written at the "
+                       "end and on Ctrl-C); 0: at every evaluation step.", lower_bound=0.0,
+                       flag_values=flag_values)
     string("tfhub_module", _DEFAULTS.tfhub_module,
            "Image feature-vector module: a built-in backbone (efficientnet_lite0, efficientnet_lite1, "
            "efficientnet_lite2, keras/vgg16, ...), a TF Hub / Kaggle handle or URL, or a local "
@@ -47,6 +58,10 @@ def define_flags(flag_values=FLAGS):
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
+    integer("bottleneck_memory_mb", _DEFAULTS.bottleneck_memory_mb,
+            "Hold the bottlenecks in memory only if twice their size fits in this many MB; "
+            "else read them from the cache on disk as training needs them (0: always). "
+            "Default: half the memory available when the run starts.", lower_bound=0)
     define_training_flags(flag_values)
     define_fine_tune_flags(flag_values)
     define_tflite_flags(flag_values)
@@ -69,6 +84,11 @@ def define_training_flags(flag_values=FLAGS):
             lower_bound=1)
     integer("eval_step_interval", _DEFAULTS.eval_step_interval,
             "Steps between validation evaluations.", lower_bound=1)
+    flags.DEFINE_enum("class_balance", _DEFAULTS.class_balance, list(CLASS_BALANCE_MODES),
+                      "Which images a training step draws. classes: a class uniformly, then one of "
+                      "its images (retrain.py's); images: every image equally often; loss_weight: "
+                      "images uniformly, cross-entropy weighted by inverse class frequency.",
+                      flag_values=flag_values)
     integer("validation_batch_size", _DEFAULTS.validation_batch_size,
             "Validation examples per evaluation; -1 uses the whole validation split.", lower_bound=-1)
     integer("test_batch_size", _DEFAULTS.test_batch_size,
@@ -82,7 +102,8 @@ def define_training_flags(flag_values=FLAGS):
             lower_bound=1)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
-    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.",
+            lower_bound=0)
     define_augmentation_flags(flag_values)
 
 
@@ -107,10 +128,10 @@ def define_augmentation_flags(flag_values):
 # The RetrainConfig fields that define_training_flags defines.
 TRAINING_FLAG_FIELDS = [
     "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
-    "train_batch_size", "eval_step_interval", "validation_batch_size", "test_batch_size",
-    "testing_percentage", "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
-    "random_seed", "flip_left_right", "random_crop", "random_scale", "random_brightness",
-    "augmentation_copies"]
+    "train_batch_size", "eval_step_interval", "class_balance", "validation_batch_size",
+    "test_batch_size", "testing_percentage", "validation_percentage", "bottleneck_batch_size",
+    "max_image_pixels", "random_seed", "flip_left_right", "random_crop", "random_scale",
+    "random_brightness", "augmentation_copies"]
 
 
 def define_fine_tune_flags(flag_values):
@@ -183,6 +204,7 @@ def main(argv):
     console.configure_logging()
     # Imported here so that --help and flag errors do not wait for TensorFlow.
     from retrain import pipeline  # pylint: disable=import-outside-toplevel
+    config = None
     try:
         config = config_from_flags()
         if FLAGS.prepare_module_only:
@@ -192,10 +214,24 @@ def main(argv):
         pipeline.run(config)
     except UserError as error:
         _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("Interrupted. Bottlenecks computed so far are cached; run the same command to resume.",
+    except KeyboardInterrupt as interrupt:
+        _fail(interrupted_message(interrupt, config and config.resolved().checkpoint_path),
               status=130)
     return 0
+
+
+def interrupted_message(interrupt, checkpoint_path):
+    """What to do after Ctrl-C: --resume if there is a training checkpoint to continue from."""
+    from retrain import checkpoint  # pylint: disable=import-outside-toplevel
+    step = getattr(interrupt, "step", None)
+    if step is not None:
+        return (f"Interrupted at training step {step}; the training state is saved in "
+                f"{interrupt.directory}. Run the same command with --resume to continue.")
+    message = "Interrupted. Bottlenecks computed so far are cached; run the same command to resume"
+    head_directory = checkpoint_path and checkpoint.head_directory(checkpoint_path)
+    if head_directory and os.path.exists(checkpoint.state_file(head_directory)):
+        return f"{message} (with --resume to continue training from {head_directory})."
+    return message + "."
 
 
 def _fail(message, status=2):

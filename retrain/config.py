@@ -32,6 +32,12 @@ class RetrainConfig:
     output_labels: Optional[str] = None  # default <output_dir>/output_labels.txt
     summaries_dir: Optional[str] = None  # TensorBoard logs; default <output_dir>/summaries
     metrics_file: Optional[str] = None  # default <output_dir>/metrics.json
+    # Training state for --resume (the head's in head/); default <output_dir>/checkpoints.
+    checkpoint_path: Optional[str] = None
+    resume: bool = False  # continue training from the checkpoint in checkpoint_path
+    # Seconds between checkpoint writes during training; they are also written at the end and
+    # on Ctrl-C. A write takes milliseconds, and a killed run loses at most this much training.
+    checkpoint_every_seconds: float = 10.0
 
     # Built-in backbone name, TF Hub handle or URL, or a local SavedModel folder.
     tfhub_module: str = "efficientnet_lite0"
@@ -46,6 +52,10 @@ class RetrainConfig:
     momentum: float = 0.9
     train_batch_size: int = 100
     eval_step_interval: int = 10  # steps between validation lines
+    # Which examples a training step draws (retrain.sampling): "classes" (retrain.py's: a class
+    # uniformly, then one of its images), "images" (every image equally often) or
+    # "loss_weight" (images uniformly, cross-entropy weighted by inverse class frequency).
+    class_balance: str = "classes"
     validation_batch_size: int = 100  # -1: the whole validation split
     test_batch_size: int = -1  # -1: the whole test split
     testing_percentage: int = 10
@@ -55,6 +65,10 @@ class RetrainConfig:
     # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
     bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
+    # MB the bottleneck array may take in memory, counted twice (the array and training's copy
+    # of its training split); above it, training reads the vectors from the cache on disk as it
+    # goes. None: half the memory available when the run starts. 0: always from disk.
+    bottleneck_memory_mb: Optional[int] = None
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
     # Random distortions of training images, retrain.py's flags (see retrain.augment). Each
@@ -109,4 +123,5 @@ class RetrainConfig:
             metrics_file=under_output(self.metrics_file, "metrics.json"),
             augmentation_copies=(self.augmentation_copies if self.augmentation_copies is not None
                                  else DEFAULT_AUGMENTATION_COPIES if self.any_distortion() else 0),
+            checkpoint_path=under_output(self.checkpoint_path, "checkpoints"),
         )

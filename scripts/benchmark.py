@@ -13,6 +13,11 @@ Reports (as a table, and as JSON with --json_out):
                training from memory) against retrain.py's one image per call (per step, 100
                images decoded, distorted and run through the module one by one), which is
                timed for --baseline_steps steps and extrapolated linearly to --steps
+  growth       at each of --scale_sizes images (tiny PNGs, cached random vectors): reload time,
+               first training step after the TensorFlow import in a real `python -m retrain`,
+               cache size, peak memory against the bottleneck array, --steps training steps
+  large_cache  training from a synthetic cache of --large_cache_rows vectors (off by default:
+               1000000 writes 5 GB) under --large_cache_budget_mb: time, peak memory, size
 Ratios are only meaningful within one run: the machines are shared and noisy.
 """
 
@@ -30,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from retrain import augment  # pylint: disable=wrong-import-position
 from retrain import augmentation  # pylint: disable=wrong-import-position
+import benchmark_scale  # pylint: disable=wrong-import-position
 from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
@@ -54,6 +60,13 @@ def parse_args():
                         help="cached distorted variants per training image")
     parser.add_argument("--baseline_steps", type=int, default=3,
                         help="steps of the one-image-per-call baseline to time")
+    parser.add_argument("--scale_sizes", default="1000,10000,100000",
+                        help="image counts for the growth table")
+    parser.add_argument("--large_cache_rows", type=int, default=0,
+                        help="vectors in the large-cache part (0: skip it)")
+    parser.add_argument("--large_cache_budget_mb", type=int, default=1024,
+                        help="memory budget the large cache must exceed (--bottleneck_memory_mb)")
+    parser.add_argument("--work_dir", default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
     parser.add_argument("--json_out", default=None, help="also write the results here")
     return parser.parse_args()
@@ -247,11 +260,34 @@ def _softmax_sgd_step(feature_dim, classes, learning_rate=0.01):
     return step
 
 
+def measure_scale_parts(args, skip, work_dir, results):
+    """The growth table and the large cache (scripts/benchmark_scale.py)."""
+    if "growth" not in skip:
+        sizes = [int(size) for size in args.scale_sizes.split(",") if size]
+        results["growth"] = benchmark_scale.measure_growth(work_dir, sizes, args.module, args.steps)
+    if "large_cache" not in skip and args.large_cache_rows > 0:
+        results["large_cache"] = benchmark_scale.measure_large_cache(
+            work_dir, args.large_cache_rows, args.feature_dim, args.steps, args.large_cache_budget_mb)
+
+
+def print_growth_table(growth):
+    if not growth:
+        return
+    sizes = [size for size in growth if size != "fixed_overhead_bytes"]
+    figures = [name for name, value in growth[sizes[0]].items() if not isinstance(value, dict)]
+    print(f"\n| figure | {' | '.join(f'{size:,} images' for size in sizes)} |")
+    print(f"| --- |{' --- |' * len(sizes)}")
+    for figure in figures:
+        print(f"| {figure} | {' | '.join(str(growth[size][figure]) for size in sizes)} |")
+    print(f"Fixed overhead (the same run on 100 images): "
+          f"{growth['fixed_overhead_bytes'] / 2**20:.0f} MB peak RSS.")
+
+
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
-    with tempfile.TemporaryDirectory() as work_dir:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
         if not {"ceiling", "bottlenecks"} <= skip:
             size = (args.image_size, args.image_size) if args.image_size else None
             module = modules.resolve_module(args.module, size)
@@ -276,9 +312,12 @@ def main():
                 measure_training(args.steps, args.feature_dim), 2)
         if "augmentation" not in skip:
             results.update(measure_augmentation(args, work_dir))
+        measure_scale_parts(args, skip, work_dir, results)
     print("| measure | value |\n| --- | --- |")
     for key, value in results.items():
-        print(f"| {key} | {value} |")
+        if key != "growth":
+            print(f"| {key} | {value} |")
+    print_growth_table(results.get("growth"))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as output:
             json.dump(results, output, indent=2)

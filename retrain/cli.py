@@ -251,6 +251,7 @@ def run_main():
         bottlenecks_cli.run_main([f"{sys.argv[0]} bottlenecks", *sys.argv[2:]])
         return
     define_flags()
+    console.show_own_flags_in_help()
     app.run(main)
 
 

@@ -89,6 +89,7 @@ def _fail(message, status=2):
 
 def run_main(argv=None):
     define_flags()
+    console.show_own_flags_in_help()
     app.run(main, argv=argv)
 
 

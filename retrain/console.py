@@ -4,6 +4,7 @@ import logging as std_logging
 import os
 import sys
 
+from absl import flags
 from absl import logging
 
 
@@ -26,3 +27,15 @@ def print_error(program, message):
     """Prints "<program>: error: <message>" on stderr, as one line."""
     one_line = " ".join(str(message).split())
     print(f"{program}: error: {one_line}", file=sys.stderr)
+
+
+def show_own_flags_in_help(flag_values=flags.FLAGS):
+    """Makes --help list retrain's flags, not only absl's.
+
+    absl's --help lists the flags of the main module, which under a console script or
+    `python -m retrain` is a launcher that defines none; retrain's modules define them.
+    """
+    for module_name, module_flags in flag_values.flags_by_module_dict().items():
+        if module_name.startswith("retrain"):
+            for flag in module_flags:
+                flag_values.register_key_flag_for_module(sys.argv[0], flag)

@@ -166,6 +166,7 @@ def main(argv):
 
 def run_main():
     define_flags()
+    console.show_own_flags_in_help()
     app.run(main)
 
 

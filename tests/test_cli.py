@@ -57,3 +57,18 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("retrain: error: --image_dir") and "does not exist" in last
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["retrain"], ["--image_dir", "--how_many_training_steps", "--fine_tune", "--resume"]),
+    (["retrain", "compare"], ["--modules", "--methods", "--random_crop"]),
+    (["retrain.label_image_cli"], ["--saved_model_dir", "--image"]),
+])
+def test_help_lists_the_commands_own_flags(command, expected):
+    # absl's --help shows only the main module's flags; the launchers define none themselves.
+    completed = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True,
+                               text=True, check=False)
+    assert "Traceback" not in completed.stderr  # (absl's --help exits with status 1)
+    for flag in expected:
+        name = flag.removeprefix("--")
+        assert f"  --{name}:" in completed.stdout or f"  --[no]{name}:" in completed.stdout, flag

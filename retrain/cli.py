@@ -46,6 +46,11 @@ def define_flags(flag_values=FLAGS):
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
+    integer("logical_cpu_devices", _DEFAULTS.logical_cpu_devices,
+            "For testing without GPUs: split the CPU into this many logical devices, so that "
+            "retrain runs its multi-device code (tf.distribute.MirroredStrategy) as it would "
+            "on that many GPUs.",
+            lower_bound=1)
     define_training_flags(flag_values)
     define_tflite_flags(flag_values)
 
@@ -133,10 +138,14 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
     console.configure_logging()
-    # Imported here so that --help and flag errors do not wait for TensorFlow.
-    from retrain import pipeline  # pylint: disable=import-outside-toplevel
     try:
         config = config_from_flags()
+        # Imported here so that --help and flag errors do not wait for TensorFlow.
+        # pylint: disable=import-outside-toplevel
+        from retrain import devices
+        # First: TensorFlow cannot split a device once it has used one.
+        devices.configure_logical_cpu_devices(config.logical_cpu_devices)
+        from retrain import pipeline
         if FLAGS.prepare_module_only:
             module = pipeline.resolve(config)
             logging.info("Module %s is ready at %s", module.handle, module.saved_model_dir)

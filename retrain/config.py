@@ -46,6 +46,9 @@ class RetrainConfig:
     # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
     bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
+    # Split the CPU into this many logical devices (1: leave it whole). For testing the
+    # multi-device code paths (MirroredStrategy over several GPUs) on a machine without GPUs.
+    logical_cpu_devices: int = 1
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
     # TensorFlow Lite export (retrain.tflite_export). None: no .tflite is written.

@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
 """Measures retrain's speed against the hardware's ceiling, in one run on the same machine.
 
-  python scripts/benchmark.py [--module efficientnet_lite0] [--images 512] [--cached_images 10000]
+  python scripts/benchmark.py [--module efficientnet_lite0] [--images 1000] [--cached_images 10000]
 
-Reports (as a table, and as JSON with --json_out):
+Reports (as a table, and as JSON with --json_out); --skip takes a comma-separated list of:
   ceiling      the module's forward throughput on in-memory tensors, at the best batch size
-  bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on JPEG files
+  bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
+               JPEG files of each --photo_sizes, at the ceiling's best batch size
+  label_image  label_image's code path (read, decode, resize, classify, format) on --images
+               JPEG files with an exported classifier (the module and a random new layer)
+  cold_start   `python -m retrain.label_image_cli --image one.jpg` in a fresh process, split
+               into interpreter and imports (TensorFlow above all), model load, and
+               predict + print
   reload       finding, hashing and loading a fully cached set of --cached_images images
   training     --steps training steps of batch 100 on --feature_dim-d bottlenecks
-Ratios are only meaningful within one run: the machines are shared and noisy.
+The ceiling, bottleneck and label_image measurements take turns --repeats times and each
+reports its best: other processes only ever slow a measurement down, so the best of several
+is the closest to what the machine can do, and taking turns exposes all of them to the same
+conditions. Ratios are only meaningful within one run: the machines are shared and noisy.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,17 +37,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
+from retrain import export  # pylint: disable=wrong-import-position
+from retrain import label_image  # pylint: disable=wrong-import-position
+from retrain import label_image_cli  # pylint: disable=wrong-import-position
 from retrain import modules  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
+
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--module", default="efficientnet_lite0", help="module to measure")
     parser.add_argument("--image_size", type=int, default=None, help="for modules that need it")
-    parser.add_argument("--images", type=int, default=512, help="JPEG files for the bottleneck stage")
-    parser.add_argument("--photo_size", default="320x240", help="size of those JPEGs (WxH)")
+    parser.add_argument("--images", type=int, default=1000,
+                        help="JPEG files for the bottleneck stage and label_image")
+    parser.add_argument("--photo_sizes", default="320x240",
+                        help="comma-separated sizes (WxH) of those JPEGs; the first is used by "
+                        "label_image")
     parser.add_argument("--batch_sizes", default="16,32,64", help="batch sizes to try for the ceiling")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="turns of ceiling, bottlenecks and label_image; each reports its best")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
     parser.add_argument("--feature_dim", type=int, default=1280, help="bottleneck size for training")
@@ -57,7 +78,7 @@ def write_photos(folder, count, size, classes=5, seed=0):
         photo.save(os.path.join(label_dir, f"photo_{index:06d}.jpg"), quality=90)
 
 
-def measure_ceiling(layer, image_size, batch_sizes, seconds=8.0):
+def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0):
     """Images/s of the bare forward pass on in-memory tensors, per batch size."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     forward = tf.function(lambda batch: layer(batch, training=False))
@@ -85,6 +106,75 @@ def measure_bottleneck_stage(layer, module, folder, batch_size):
         elapsed = time.perf_counter() - start
     assert not failed and len(vectors) == len(collection.images)
     return len(collection.images) / elapsed
+
+
+def export_random_classifier(layer, module, saved_model_dir, classes=5):
+    """Exports the module with a random new layer: label_image's speed does not need training."""
+    rng = np.random.default_rng(3)
+    dim = modules.feature_dim(module)
+    head = train.Head(rng.normal(0, 0.01, (dim, classes)).astype(np.float32),
+                      np.zeros(classes, np.float32))
+    export.export_saved_model(layer, head, [f"class_{index}" for index in range(classes)],
+                              module.image_size, saved_model_dir)
+
+
+def measure_label_image(classifier, folder, batch_size):
+    """Images/s of label_image's path over a folder: read, decode, resize, classify, format."""
+    paths = label_image.find_image_files(folder)
+    with open(os.devnull, "w", encoding="utf-8") as null, contextlib.redirect_stdout(null):
+        start = time.perf_counter()
+        for prediction in label_image.classify_files(classifier, paths, batch_size):
+            top = label_image.top_predictions(prediction, classifier.labels, 5)
+            print(label_image_cli.format_text(prediction, top, with_path=True))
+        elapsed = time.perf_counter() - start
+    return len(paths) / elapsed
+
+
+# Runs in a fresh interpreter: label_image_cli's steps, each followed by a timestamp.
+_COLD_START_SCRIPT = """
+import sys, time
+import tensorflow
+from retrain import label_image, label_image_cli
+imported = time.time()
+classifier = label_image_cli.load_model(sys.argv[1])
+loaded = time.time()
+for prediction in label_image.classify_files(classifier, [sys.argv[2]]):
+    top = label_image.top_predictions(prediction, classifier.labels, 5)
+    print(label_image_cli.format_text(prediction, top, with_path=False), file=sys.stderr)
+print(imported, loaded, time.time())
+"""
+
+
+def cold_start_results(saved_model_dir, work_dir, repeats):
+    """The cold start of label_image on one 640x480 JPEG, as result rows."""
+    write_photos(os.path.join(work_dir, "one"), 1, (640, 480))
+    image = os.path.join(work_dir, "one", "class_0", "photo_000000.jpg")
+    return {f"label_image_one_image_{name}_seconds": round(seconds, 2)
+            for name, seconds in measure_cold_start(saved_model_dir, image, repeats).items()}
+
+
+def measure_cold_start(saved_model_dir, image_path, repeats):
+    """Seconds from starting a process to the printed result for one image, best of repeats.
+
+    Returns {"total": the real command, and the parts of an instrumented copy of it:
+    "imports" (interpreter, TensorFlow and retrain), "model_load", "predict_and_print"}.
+    """
+    command = [sys.executable, "-m", "retrain.label_image_cli",
+               f"--saved_model_dir={saved_model_dir}", "--image", image_path]
+    totals, parts = [], []
+    for _ in range(repeats):
+        start = time.time()
+        subprocess.run(command, cwd=_ROOT, check=True, capture_output=True)
+        totals.append(time.time() - start)
+        start = time.time()
+        completed = subprocess.run([sys.executable, "-c", _COLD_START_SCRIPT, saved_model_dir,
+                                    image_path], cwd=_ROOT, check=True, capture_output=True,
+                                   text=True)
+        imported, loaded, done = (float(value) for value in completed.stdout.split())
+        parts.append({"imports": imported - start, "model_load": loaded - imported,
+                      "predict_and_print": done - loaded, "instrumented_total": done - start})
+    best = min(parts, key=lambda part: part["instrumented_total"])
+    return {"total": min(totals), **best}
 
 
 def measure_cached_reload(count, feature_dim, work_dir):
@@ -125,26 +215,75 @@ def measure_training(steps, feature_dim, examples=10000, classes=5):
     return time.perf_counter() - start
 
 
+def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir):
+    """The ceiling, the bottleneck stage and label_image, in turns; the best of each."""
+    photo_sizes = args.photo_sizes.split(",")
+    folders = {}
+    if not {"bottlenecks", "label_image"} <= skip:
+        for photo_size in photo_sizes:
+            folders[photo_size] = os.path.join(work_dir, f"photos_{photo_size}")
+            write_photos(folders[photo_size], args.images,
+                         tuple(int(value) for value in photo_size.split("x")))
+    classifier, load_seconds = None, None
+    if "label_image" not in skip:
+        start = time.perf_counter()
+        classifier = label_image.load_classifier(saved_model_dir)
+        load_seconds = time.perf_counter() - start
+    best = {}
+    for _ in range(args.repeats):
+        ceiling = measure_ceiling(layer, module.image_size,
+                                  [int(value) for value in args.batch_sizes.split(",")])
+        _keep_best(best, {f"ceiling_{batch}": rate for batch, rate in ceiling.items()})
+        batch_size = max(ceiling, key=ceiling.get)
+        if "bottlenecks" not in skip:
+            _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
+                layer, module, folders[photo_size], batch_size) for photo_size in photo_sizes})
+        if "label_image" not in skip:
+            _keep_best(best, {"label_image": measure_label_image(
+                classifier, folders[photo_sizes[0]], batch_size)})
+    return _ceiling_results(best, args, photo_sizes, load_seconds)
+
+
+def _keep_best(best, rates):
+    for name, rate in rates.items():
+        best[name] = max(best.get(name, 0.0), rate)
+
+
+def _ceiling_results(best, args, photo_sizes, load_seconds):
+    ceiling = {int(name.split("_")[1]): rate for name, rate in best.items()
+               if name.startswith("ceiling_")}
+    best_batch = max(ceiling, key=ceiling.get)
+    results = {"ceiling_images_per_second": {str(k): round(v, 1) for k, v in ceiling.items()},
+               "best_batch_size": best_batch}
+    for photo_size in photo_sizes:
+        if f"bottlenecks_{photo_size}" in best:
+            rate = best[f"bottlenecks_{photo_size}"]
+            results[f"bottleneck_stage_{photo_size}_images_per_second"] = round(rate, 1)
+            results[f"bottleneck_stage_{photo_size}_vs_ceiling"] = round(rate / ceiling[best_batch], 3)
+    if "label_image" in best:
+        results[f"label_image_{args.images}_images_per_second"] = round(best["label_image"], 1)
+        results["label_image_vs_ceiling"] = round(best["label_image"] / ceiling[best_batch], 3)
+        results["label_image_model_load_seconds"] = round(load_seconds, 2)
+    return results
+
+
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
     with tempfile.TemporaryDirectory() as work_dir:
-        if not {"ceiling", "bottlenecks"} <= skip:
-            size = (args.image_size, args.image_size) if args.image_size else None
-            module = modules.resolve_module(args.module, size)
+        if not {"ceiling", "bottlenecks", "label_image", "cold_start"} <= skip:
+            module = modules.resolve_module(
+                args.module, (args.image_size, args.image_size) if args.image_size else None)
             layer = modules.load_feature_extractor(module)
-            ceiling = measure_ceiling(layer, module.image_size,
-                                      [int(value) for value in args.batch_sizes.split(",")])
-            best_batch = max(ceiling, key=ceiling.get)
-            results["ceiling_images_per_second"] = {str(k): round(v, 1) for k, v in ceiling.items()}
-            results["best_batch_size"] = best_batch
-            if "bottlenecks" not in skip:
-                photos = os.path.join(work_dir, "photos")
-                write_photos(photos, args.images, tuple(int(v) for v in args.photo_size.split("x")))
-                stage = measure_bottleneck_stage(layer, module, photos, best_batch)
-                results["bottleneck_stage_images_per_second"] = round(stage, 1)
-                results["bottleneck_stage_vs_ceiling"] = round(stage / ceiling[best_batch], 3)
+            saved_model_dir = os.path.join(work_dir, "classifier")
+            if not {"label_image", "cold_start"} <= skip:
+                export_random_classifier(layer, module, saved_model_dir)
+            if not {"ceiling", "bottlenecks", "label_image"} <= skip:
+                results.update(measure_against_ceiling(args, skip, work_dir, module, layer,
+                                                       saved_model_dir))
+            if "cold_start" not in skip:
+                results.update(cold_start_results(saved_model_dir, work_dir, args.repeats))
         if "reload" not in skip:
             seconds, size_ratio = measure_cached_reload(args.cached_images, args.feature_dim, work_dir)
             results[f"cached_reload_seconds_{args.cached_images}"] = round(seconds, 2)

@@ -11,7 +11,8 @@ The distortions are retrain.py's (`add_input_distortions`), in its order and wit
                      times the input size and a random input-sized window is cut out of it.
   random_scale:      percent: the margin is further scaled by a random factor in
                      [1, 1 + scale/100] (a larger image, so a tighter crop).
-  flip_left_right:   mirror horizontally half of the time.
+  flip_left_right:   mirror half of the variants horizontally: copies 0, 2, 4, ... of each
+                     image (a coin per copy could leave all of an image's copies unmirrored).
   random_brightness: percent: multiply pixel values by a random factor in
                      [1 - brightness/100, 1 + brightness/100] (clipped to [0, 1]).
 """
@@ -38,6 +39,13 @@ class Distortions:
         return bool(self.flip_left_right or self.random_crop or self.random_scale
                     or self.random_brightness)
 
+    def as_flags(self):
+        """The flags that ask for these distortions, e.g. "--random_crop=10 --flip_left_right"."""
+        words = [f"--{name}={getattr(self, name)}"
+                 for name in ("random_crop", "random_scale", "random_brightness")
+                 if getattr(self, name)]
+        return " ".join(words + ["--flip_left_right"] * self.flip_left_right)
+
     def describe(self):
         """A stable text naming the settings: part of each variant's cache key."""
         return (f"flip={int(self.flip_left_right)},crop={self.random_crop},"
@@ -54,18 +62,46 @@ def check_distortions(distortions):
                             f"for example --{name}=10.")
 
 
+def check_settings(distortions, copies):
+    """Raises UserError unless the distortions and the number of copies make sense together.
+
+    Args:
+      distortions: Distortions.
+      copies: int, distorted variants per training image (0: no augmentation).
+    """
+    check_distortions(distortions)
+    if copies < 0:
+        raise UserError(f"--augmentation_copies={copies} is negative; pass 0 or more, "
+                        "for example --augmentation_copies=4.")
+    if copies and not distortions.any():
+        raise UserError(f"--augmentation_copies={copies} has no distortion to apply; add "
+                        "--random_crop, --random_scale, --random_brightness or "
+                        "--flip_left_right, or leave out --augmentation_copies.")
+    if distortions.any() and not copies:
+        raise UserError(f"--augmentation_copies=0 makes no distorted variants, so "
+                        f"{distortions.as_flags()} would do nothing; pass "
+                        "--augmentation_copies=1 or more, or leave out the distortion flags.")
+
+
 def variant_key(content_key, distortions, copy_index):
     """The cache key of one distorted variant (20 bytes, like an image's content key).
 
     It names the image's content, the distortion settings and the copy number, so changing
     a setting computes new variants instead of reusing ones made with the old settings.
+    The lowest bit of the first byte is 1 for copies 0, 2, 4, ...: with flip_left_right,
+    those are the mirrored ones (see distort_and_resize).
     """
-    text = f"|augment-v1|{distortions.describe()}|copy={copy_index}".encode()
-    return hashlib.sha1(content_key + text).digest()
+    text = f"|augment-v2|{distortions.describe()}|copy={copy_index}".encode()
+    key = bytearray(hashlib.sha1(content_key + text).digest())
+    key[0] = (key[0] & 0xFE) | (copy_index % 2 == 0)
+    return bytes(key)
 
 
 def variant_seed(key):
-    """int64 [2]: the stateless seed that makes the variant cached under `key` (variant_key)."""
+    """int64 [2]: the stateless seed that makes the variant cached under `key` (variant_key).
+
+    Little-endian, so seed[0] is odd exactly when variant_key marked the copy as mirrored.
+    """
     return np.frombuffer(key[:16], dtype="<i8").copy()
 
 
@@ -76,13 +112,16 @@ def distort_and_resize(image, image_size, distortions, seed):
       image: uint8 tensor [height, width, 3] (any size).
       image_size: (height, width) the module expects.
       distortions: Distortions.
-      seed: int64 tensor [2]; the same seed always gives the same variant.
+      seed: int64 tensor [2]; the same seed always gives the same variant. With
+        flip_left_right, an odd seed[0] mirrors the image (variant_seed makes it so for half
+        of the copies); the other distortions are drawn from the whole seed.
 
     Returns:
       float32 tensor [image_size[0], image_size[1], 3] in [0, 1].
     """
-    crop_seed, scale_seed, flip_seed, brightness_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=4))
+    seed = tf.convert_to_tensor(seed, tf.int64)
+    crop_seed, scale_seed, brightness_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=3))
     height, width = image_size
     if distortions.random_crop or distortions.random_scale:
         scale = (1.0 + distortions.random_crop / 100.0) * tf.random.stateless_uniform(
@@ -94,7 +133,8 @@ def distort_and_resize(image, image_size, distortions, seed):
     else:
         resized = preprocess.resize_for_module(image, image_size)
     if distortions.flip_left_right:
-        resized = tf.image.stateless_random_flip_left_right(resized, flip_seed)
+        mirrored = tf.equal(tf.bitwise.bitwise_and(seed[0], 1), 1)
+        resized = tf.where(mirrored, tf.image.flip_left_right(resized), resized)
     if distortions.random_brightness:
         spread = distortions.random_brightness / 100.0
         factor = tf.random.stateless_uniform([], brightness_seed, minval=1.0 - spread,

@@ -14,10 +14,12 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from retrain import augment
+from retrain import bottleneck_cache
 from retrain import dataset
 from retrain import devices
 from retrain import modules
 from retrain import preprocess
+from retrain import row_store
 from retrain.bottleneck_cache import BottleneckCache, module_cache_dir
 from retrain.progress import ProgressLogger
 
@@ -27,7 +29,9 @@ class Bottlenecks:
     """Feature vectors of the usable images: features[i] belongs to image_files[i]."""
 
     image_files: list  # [dataset.ImageFile]
-    features: np.ndarray  # float32 [num_images, feature_dim]
+    # float32 [num_images, feature_dim]: an array in memory, or, when that would not fit the
+    # memory budget, a row_store.RowStore reading the rows from the cache as they are needed.
+    features: object
     failed: list  # [dataset.SkippedFile]: images that could not be decoded
     computed: int  # how many vectors this run computed (the rest came from the cache)
 
@@ -37,25 +41,42 @@ def default_batch_size():
     return devices.default_batch_size()
 
 
+def default_memory_budget():
+    """Bytes the bottlenecks may take in memory: half of what is available at the start, the
+    other half left for TensorFlow, the module and everything else on the machine."""
+    available = row_store.available_memory_bytes()
+    # Where the available memory cannot be read, a budget most machines that run TensorFlow have.
+    return available // 2 if available is not None else 4 << 30
+
+
+def fits_in_memory(num_images, feature_dim, memory_budget):
+    """Whether the bottleneck array fits the budget twice: once as the array, once as the copy
+    of its training split that training keeps (retrain.train)."""
+    return 2 * num_images * feature_dim * 4 <= memory_budget
+
+
 def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
-                    distortions=None):
+                    memory_budget=None, distortions=None):
     """Returns the bottlenecks of image_files, computing only those not cached yet.
 
     Args:
-      image_files: [dataset.ImageFile] to get vectors for.
+      image_files: [dataset.ImageFile] to get vectors for; the result keeps their order.
       module: modules.FeatureModule.
       bottleneck_dir: root of the cache (each module gets a subfolder).
       batch_size: images per forward pass of the module (None: default_batch_size()).
       max_pixels: larger images are skipped (see images.decode_image).
+      memory_budget: bytes the vectors may take in memory (None: default_memory_budget());
+        beyond it (see fits_in_memory) they are read from the cache as training needs them.
       distortions: None, or augment.Distortions when image_files are distorted variants whose
         content_key is their augment.variant_key (see compute_and_store).
     """
     cache = BottleneckCache(module_cache_dir(bottleneck_dir, module))
     description = cache.read_description()
     feature_dim = description.get("feature_dim") if description else None
-    cached = cache.load(feature_dim) if feature_dim else None
-    cached_rows = cached.lookup() if cached else {}
-    missing = [image for image in image_files if image.content_key not in cached_rows]
+    keys = [image.content_key for image in image_files]
+    shards = cache.open_shards(feature_dim) if feature_dim else []
+    positions = bottleneck_cache.locate_keys(shards, keys)
+    missing = [image for image, position in zip(image_files, positions) if position < 0]
     logging.info("Bottlenecks: %d of %d images cached, %d to compute.",
                  len(image_files) - len(missing), len(image_files), len(missing))
     new_vectors, failed = {}, []
@@ -67,16 +88,35 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
                                                 batch_size or default_batch_size(), max_pixels,
                                                 distortions)
-    usable, rows = [], []
-    for image in image_files:
-        if image.content_key in new_vectors:
-            usable.append(image)
-            rows.append(new_vectors[image.content_key])
-        elif image.content_key in cached_rows:
-            usable.append(image)
-            rows.append(cached.vectors[cached_rows[image.content_key]])
-    features = np.stack(rows) if rows else np.zeros([0, feature_dim], np.float32)
+        # The new vectors are in the cache now: read everything from there, in one way.
+        shards = cache.open_shards(feature_dim)
+        positions = bottleneck_cache.locate_keys(shards, keys)
+    usable, store = _row_store(image_files, shards, positions, new_vectors, feature_dim)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if fits_in_memory(len(store), feature_dim, budget):
+        features = store.to_array()
+    else:
+        logging.info("Bottlenecks: %.2f GB, more than fits in %.2f GB of memory (twice); training "
+                     "reads them from the cache as it goes.", store.nbytes / 1e9, budget / 1e9)
+        features = store
     return Bottlenecks(usable, features, failed, computed=len(new_vectors))
+
+
+def _row_store(image_files, shards, positions, new_vectors, feature_dim):
+    """(usable images, row_store.RowStore of their vectors): cached rows, and any new vector
+    the cache no longer shows (a concurrent run compacting it) from memory."""
+    positions = positions.copy()
+    cached_rows = sum(len(records) for records in shards)
+    extra_keys = {}
+    for index in np.flatnonzero(positions < 0):
+        key = image_files[index].content_key
+        if key in new_vectors:
+            positions[index] = cached_rows + extra_keys.setdefault(key, len(extra_keys))
+    extra = np.stack([new_vectors[key] for key in extra_keys]) if extra_keys else None
+    usable_rows = positions >= 0
+    usable = [image for image, ok in zip(image_files, usable_rows) if ok]
+    return usable, row_store.RowStore.from_shards(shards, positions[usable_rows], feature_dim,
+                                                  extra)
 
 
 def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels,

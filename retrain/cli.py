@@ -5,6 +5,7 @@ This is the only module that defines retrain's flags; their defaults come from R
 
 import dataclasses
 import functools
+import os
 import re
 import sys
 
@@ -13,8 +14,10 @@ from absl import flags
 from absl import logging
 
 from retrain import console
+from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
+from retrain.sampling import CLASS_BALANCE_MODES
 
 _DEFAULTS = RetrainConfig()
 
@@ -34,6 +37,15 @@ def define_flags(flag_values=FLAGS):
     string("output_labels", None, "Labels file. Default: <output_dir>/output_labels.txt.")
     string("summaries_dir", None, "TensorBoard logs. Default: <output_dir>/summaries.")
     string("metrics_file", None, "Metrics JSON. Default: <output_dir>/metrics.json.")
+    string("checkpoint_path", None,
+           "Training state for --resume (the head's in head/). Default: <output_dir>/checkpoints.")
+    boolean("resume", _DEFAULTS.resume,
+            "Continue training from the checkpoint in --checkpoint_path; same result as a run "
+            "that was never interrupted. Without a checkpoint, warns and starts from step 0.")
+    flags.DEFINE_float("checkpoint_every_seconds", _DEFAULTS.checkpoint_every_seconds,
+                       "Seconds between checkpoint writes during training (also written at the "
+                       "end and on Ctrl-C); 0: at every evaluation step.", lower_bound=0.0,
+                       flag_values=flag_values)
     string("tfhub_module", _DEFAULTS.tfhub_module,
            "Image feature-vector module: a built-in backbone (efficientnet_lite0, efficientnet_lite1, "
            "efficientnet_lite2, keras/vgg16, ...), a TF Hub / Kaggle handle or URL, or a local "
@@ -46,12 +58,17 @@ def define_flags(flag_values=FLAGS):
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
+    integer("bottleneck_memory_mb", _DEFAULTS.bottleneck_memory_mb,
+            "Hold the bottlenecks in memory only if twice their size fits in this many MB; "
+            "else read them from the cache on disk as training needs them (0: always). "
+            "Default: half the memory available when the run starts.", lower_bound=0)
     integer("logical_cpu_devices", _DEFAULTS.logical_cpu_devices,
             "For testing without GPUs: split the CPU into this many logical devices, so that "
             "retrain runs its multi-device code (tf.distribute.MirroredStrategy) as it would "
             "on that many GPUs.",
             lower_bound=1)
     define_training_flags(flag_values)
+    define_fine_tune_flags(flag_values)
     define_tflite_flags(flag_values)
 
 
@@ -72,6 +89,11 @@ def define_training_flags(flag_values=FLAGS):
             lower_bound=1)
     integer("eval_step_interval", _DEFAULTS.eval_step_interval,
             "Steps between validation evaluations.", lower_bound=1)
+    flags.DEFINE_enum("class_balance", _DEFAULTS.class_balance, list(CLASS_BALANCE_MODES),
+                      "Which images a training step draws. classes: a class uniformly, then one of "
+                      "its images (retrain.py's); images: every image equally often; loss_weight: "
+                      "images uniformly, cross-entropy weighted by inverse class frequency.",
+                      flag_values=flag_values)
     integer("validation_batch_size", _DEFAULTS.validation_batch_size,
             "Validation examples per evaluation; -1 uses the whole validation split.", lower_bound=-1)
     integer("test_batch_size", _DEFAULTS.test_batch_size,
@@ -85,15 +107,62 @@ def define_training_flags(flag_values=FLAGS):
             lower_bound=1)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
-    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.")
+    integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.",
+            lower_bound=0)
+    define_augmentation_flags(flag_values)
+
+
+def define_augmentation_flags(flag_values):
+    """retrain.py's distortion flags, same names and meaning, and the number of variants."""
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    flags.DEFINE_boolean("flip_left_right", _DEFAULTS.flip_left_right,
+                         "Whether to randomly flip half of the training images horizontally.",
+                         flag_values=flag_values)
+    integer("random_crop", _DEFAULTS.random_crop, "A percentage determining how much of a margin "
+            "to randomly crop off the training images.")
+    integer("random_scale", _DEFAULTS.random_scale, "A percentage determining how much to "
+            "randomly scale up the size of the training images by.")
+    integer("random_brightness", _DEFAULTS.random_brightness, "A percentage determining how "
+            "much to randomly multiply the training image input pixels up or down by.")
+    integer("augmentation_copies", _DEFAULTS.augmentation_copies,
+            "Distorted variants of each training image, computed once and cached like "
+            f"bottlenecks. Default: {DEFAULT_AUGMENTATION_COPIES} when a distortion flag is on, "
+            "else 0.", lower_bound=0)
 
 
 # The RetrainConfig fields that define_training_flags defines.
 TRAINING_FLAG_FIELDS = [
     "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
-    "train_batch_size", "eval_step_interval", "validation_batch_size", "test_batch_size",
-    "testing_percentage", "validation_percentage", "bottleneck_batch_size", "max_image_pixels",
-    "random_seed"]
+    "train_batch_size", "eval_step_interval", "class_balance", "validation_batch_size",
+    "test_batch_size", "testing_percentage", "validation_percentage", "bottleneck_batch_size",
+    "max_image_pixels", "random_seed", "flip_left_right", "random_crop", "random_scale",
+    "random_brightness", "augmentation_copies"]
+
+
+def define_fine_tune_flags(flag_values):
+    """Fine-tuning's flags (retrain.finetune)."""
+    integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
+    flags.DEFINE_boolean("fine_tune", _DEFAULTS.fine_tune,
+                         "After training the new layer on bottlenecks, train the module and the "
+                         "layer together on the training images (slow: the whole network runs on "
+                         "every image of every step) and export the fine-tuned weights.",
+                         flag_values=flag_values)
+    integer("fine_tune_steps", _DEFAULTS.fine_tune_steps, "Fine-tuning steps.", lower_bound=1)
+    flags.DEFINE_float("fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
+                       "Learning rate of the fine-tuning steps (SGD with momentum).",
+                       lower_bound=0.0, flag_values=flag_values)
+    flags.DEFINE_float("fine_tune_momentum", _DEFAULTS.fine_tune_momentum,
+                       "SGD momentum of the fine-tuning steps.", lower_bound=0.0,
+                       upper_bound=0.999, flag_values=flag_values)
+    integer("fine_tune_batch_size", _DEFAULTS.fine_tune_batch_size,
+            "Images per fine-tuning step, split across all devices.", lower_bound=1)
+    integer("fine_tune_eval_interval", _DEFAULTS.fine_tune_eval_interval,
+            "Fine-tuning steps between validation evaluations; the best one is kept.",
+            lower_bound=1)
+    integer("fine_tune_layers", _DEFAULTS.fine_tune_layers,
+            "Fine-tune only the module's last N layers (variables sharing a name up to the last "
+            "'/', in the module's order: for the built-in backbones stem, block0_depthwise, ..., "
+            "head); 0 fine-tunes all of them.", lower_bound=0)
 
 
 def define_tflite_flags(flag_values):
@@ -138,6 +207,7 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
     console.configure_logging()
+    config = None
     try:
         config = config_from_flags()
         # Imported here so that --help and flag errors do not wait for TensorFlow.
@@ -153,10 +223,24 @@ def main(argv):
         pipeline.run(config)
     except UserError as error:
         _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("Interrupted. Bottlenecks computed so far are cached; run the same command to resume.",
+    except KeyboardInterrupt as interrupt:
+        _fail(interrupted_message(interrupt, config and config.resolved().checkpoint_path),
               status=130)
     return 0
+
+
+def interrupted_message(interrupt, checkpoint_path):
+    """What to do after Ctrl-C: --resume if there is a training checkpoint to continue from."""
+    from retrain import checkpoint  # pylint: disable=import-outside-toplevel
+    step = getattr(interrupt, "step", None)
+    if step is not None:
+        return (f"Interrupted at training step {step}; the training state is saved in "
+                f"{interrupt.directory}. Run the same command with --resume to continue.")
+    message = "Interrupted. Bottlenecks computed so far are cached; run the same command to resume"
+    head_directory = checkpoint_path and checkpoint.head_directory(checkpoint_path)
+    if head_directory and os.path.exists(checkpoint.state_file(head_directory)):
+        return f"{message} (with --resume to continue training from {head_directory})."
+    return message + "."
 
 
 def _fail(message, status=2):
@@ -169,6 +253,11 @@ def run_main():
     if sys.argv[1:2] == ["compare"]:
         from retrain import compare_cli  # pylint: disable=import-outside-toplevel
         compare_cli.run_main([f"{sys.argv[0]} compare", *sys.argv[2:]])
+        return
+    # `retrain bottlenecks ...` computes the cache with Apache Beam (the `beam` extra).
+    if sys.argv[1:2] == ["bottlenecks"]:
+        from retrain import bottlenecks_cli  # pylint: disable=import-outside-toplevel
+        bottlenecks_cli.run_main([f"{sys.argv[0]} bottlenecks", *sys.argv[2:]])
         return
     define_flags()
     app.run(main)

@@ -6,7 +6,7 @@ once however many methods or comparisons use them. A small CNN trained from scra
 baseline row. The table goes to comparison.md, .csv and .json, with a bar chart.
 
 Methods are rows of METHODS: a name, whether it applies to a module, and how it changes the
-run's RetrainConfig. Augmentation or fine-tuning become rows here once the pipeline has them.
+run's RetrainConfig.
 """
 
 import csv
@@ -25,6 +25,7 @@ from retrain import dataset
 from retrain import files
 from retrain import pipeline
 from retrain import report
+from retrain.config import DEFAULT_COMPARE_DISTORTIONS
 from retrain.errors import UserError
 
 BASELINE_MODULE = "small CNN (from scratch)"
@@ -40,9 +41,30 @@ class Method:
     configure: Callable  # RetrainConfig -> RetrainConfig for this method
 
 
+def _without_augmentation(config):
+    return dataclasses.replace(config, flip_left_right=False, random_crop=0, random_scale=0,
+                               random_brightness=0, augmentation_copies=None)
+
+
+def _with_augmentation(config):
+    """The distortion flags given, or DEFAULT_COMPARE_DISTORTIONS if none is."""
+    return config if config.any_distortion() else dataclasses.replace(
+        config, **DEFAULT_COMPARE_DISTORTIONS)
+
+
 METHODS = {
     "frozen": Method("frozen", "frozen backbone, cached bottlenecks, new softmax layer",
-                     applies_to=lambda module: True, configure=lambda config: config),
+                     applies_to=lambda module: True, configure=_without_augmentation),
+    "augmented": Method("augmented", "frozen, plus cached bottlenecks of distorted copies of "
+                        "the training images (the distortion flags, or crop, scale and "
+                        "brightness 10%)", applies_to=lambda module: True,
+                        configure=_with_augmentation),
+    # A module without trainable variables gives a row with its error, not a failed comparison.
+    "fine_tuned": Method("fine_tuned", "the frozen method, then module and layer fine-tuned end "
+                         "to end on the images (--fine_tune settings at their defaults)",
+                         applies_to=lambda module: True,
+                         configure=lambda config: dataclasses.replace(
+                             _without_augmentation(config), fine_tune=True)),
 }
 
 
@@ -90,6 +112,9 @@ def compare(base_config, modules, method_names, output_dir, baseline_settings=No
       [Row], in the order modules x methods, then the baseline.
     """
     methods = check_methods(method_names)
+    for method in methods:
+        # A bad distortion setting is every row's problem: report it before any work.
+        pipeline.check_augmentation(method.configure(base_config).resolved())
     if not modules:
         raise UserError("--modules is empty; pass one or more modules separated by commas.")
     # A problem with the image folder is everyone's problem: report it once, before any work.
@@ -124,8 +149,11 @@ def _run_pipeline_row(base_config, module, method, output_dir, bottleneck_dir):
                test_top1_accuracy=result.classification.top1_accuracy,
                test_macro_f1=result.classification.macro_average.f1,
                test_count=result.classification.count,
-               training_seconds=result.stage_seconds.get("training"),
-               bottleneck_seconds=result.stage_seconds.get("bottlenecks"),
+               training_seconds=(result.stage_seconds.get("training")
+                                 + result.stage_seconds.get("fine_tuning", 0.0)),
+               # The augmented rows' variants are bottlenecks too.
+               bottleneck_seconds=(result.stage_seconds.get("bottlenecks", 0)
+                                   + result.stage_seconds.get("augmentation", 0)),
                bottlenecks_computed=result.bottlenecks_computed,
                model_size_bytes=folder_size(resolved.saved_model_dir), output_dir=run_dir)
 

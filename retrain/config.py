@@ -10,6 +10,15 @@ from typing import Optional, Tuple
 
 from retrain import images
 
+# Distorted variants per training image when a distortion flag is on and
+# --augmentation_copies is not given: 4 copies quintuple the training images, at the cost
+# of 4 more forward passes per training image, once (they are cached).
+DEFAULT_AUGMENTATION_COPIES = 4
+
+# What `retrain compare --methods augmented` distorts when no distortion flag is given: mild
+# crop, scale and brightness, and no flip, since a mirrored digit or letter is another symbol.
+DEFAULT_COMPARE_DISTORTIONS = {"random_crop": 10, "random_scale": 10, "random_brightness": 10}
+
 
 @dataclasses.dataclass
 class RetrainConfig:
@@ -23,6 +32,12 @@ class RetrainConfig:
     output_labels: Optional[str] = None  # default <output_dir>/output_labels.txt
     summaries_dir: Optional[str] = None  # TensorBoard logs; default <output_dir>/summaries
     metrics_file: Optional[str] = None  # default <output_dir>/metrics.json
+    # Training state for --resume (the head's in head/); default <output_dir>/checkpoints.
+    checkpoint_path: Optional[str] = None
+    resume: bool = False  # continue training from the checkpoint in checkpoint_path
+    # Seconds between checkpoint writes during training; they are also written at the end and
+    # on Ctrl-C. A write takes milliseconds, and a killed run loses at most this much training.
+    checkpoint_every_seconds: float = 10.0
 
     # Built-in backbone name, TF Hub handle or URL, or a local SavedModel folder.
     tfhub_module: str = "efficientnet_lite0"
@@ -37,6 +52,10 @@ class RetrainConfig:
     momentum: float = 0.9
     train_batch_size: int = 100
     eval_step_interval: int = 10  # steps between validation lines
+    # Which examples a training step draws (retrain.sampling): "classes" (retrain.py's: a class
+    # uniformly, then one of its images), "images" (every image equally often) or
+    # "loss_weight" (images uniformly, cross-entropy weighted by inverse class frequency).
+    class_balance: str = "classes"
     validation_batch_size: int = 100  # -1: the whole validation split
     test_batch_size: int = -1  # -1: the whole test split
     testing_percentage: int = 10
@@ -46,10 +65,38 @@ class RetrainConfig:
     # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
     bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
+    # MB the bottleneck array may take in memory, counted twice (the array and training's copy
+    # of its training split); above it, training reads the vectors from the cache on disk as it
+    # goes. None: half the memory available when the run starts. 0: always from disk.
+    bottleneck_memory_mb: Optional[int] = None
     # Split the CPU into this many logical devices (1: leave it whole). For testing the
     # multi-device code paths (MirroredStrategy over several GPUs) on a machine without GPUs.
     logical_cpu_devices: int = 1
     random_seed: int = 0  # fixed, so the same images and flags give the same model
+
+    # Random distortions of training images, retrain.py's flags (see retrain.augment). Each
+    # training image gets augmentation_copies distorted variants, computed once in batches and
+    # cached like bottlenecks; validation and test images are never distorted.
+    flip_left_right: bool = False  # mirror half of the variants
+    random_crop: int = 0  # percent margin around the crop window, 0-100
+    random_scale: int = 0  # percent by which the margin is randomly enlarged, 0-100
+    random_brightness: int = 0  # percent up or down that pixel values are multiplied by, 0-99
+    # None: DEFAULT_AUGMENTATION_COPIES when a distortion is on, else 0 (no augmentation).
+    augmentation_copies: Optional[int] = None
+
+    # Fine-tuning (retrain.finetune): after the new layer is trained on bottlenecks, train the
+    # module and the layer together on the training images, keeping the best validation step.
+    fine_tune: bool = False
+    fine_tune_steps: int = 500
+    # Small: the module's weights should move a little, not be relearnt. On the MNIST example
+    # with efficientnet_lite0, 1e-3 and 1e-4 lost validation accuracy within 50 steps; 1e-5
+    # held it and gained a little (README, "Fine-tuning").
+    fine_tune_learning_rate: float = 0.00001
+    fine_tune_momentum: float = 0.9  # SGD momentum
+    fine_tune_batch_size: int = 16  # images per step (across all devices); CPU-friendly
+    fine_tune_eval_interval: int = 50  # steps between validation evaluations
+    # Fine-tune only the module's last N layers (in the order it lists its variables); 0: all.
+    fine_tune_layers: int = 0
 
     # TensorFlow Lite export (retrain.tflite_export). None: no .tflite is written.
     tflite_output_file: Optional[str] = None
@@ -60,8 +107,13 @@ class RetrainConfig:
     # int8 only: training images that calibrate activation ranges (TFLite suggests 100-500).
     tflite_representative_images: int = 100
 
+    def any_distortion(self):
+        """True if a distortion flag is on."""
+        return bool(self.flip_left_right or self.random_crop or self.random_scale
+                    or self.random_brightness)
+
     def resolved(self):
-        """A copy with every output path filled in from output_dir."""
+        """A copy with every output path filled in from output_dir, and the number of copies."""
         def under_output(path, name):
             return path if path else os.path.join(self.output_dir, name)
 
@@ -72,4 +124,7 @@ class RetrainConfig:
             output_labels=under_output(self.output_labels, "output_labels.txt"),
             summaries_dir=under_output(self.summaries_dir, "summaries"),
             metrics_file=under_output(self.metrics_file, "metrics.json"),
+            augmentation_copies=(self.augmentation_copies if self.augmentation_copies is not None
+                                 else DEFAULT_AUGMENTATION_COPIES if self.any_distortion() else 0),
+            checkpoint_path=under_output(self.checkpoint_path, "checkpoints"),
         )

@@ -127,12 +127,18 @@ def _choose_image_size(handle, requested, declared):
 def load_feature_extractor(module, trainable=False):
     """Loads the module as a Keras layer and checks that it is an image feature-vector module.
 
+    A frozen layer is loaded once and shared. A trainable one (for fine-tuning) is loaded
+    afresh on every call, in the caller's tf.distribute scope: training changes its
+    variables, so sharing it would start a second fine-tuning from the first one's weights.
+
     Returns:
       hub.KerasLayer mapping float32 [batch, height, width, 3] in [0, 1] to float32 [batch, D].
 
     Raises:
       UserError: the module rejects the image size, or does not return [batch, D] features.
     """
+    if trainable:
+        return _probe(module, hub.KerasLayer(module.saved_model_dir, trainable=True))[0]
     return _load_and_probe(module, trainable)[0]
 
 
@@ -144,10 +150,17 @@ def feature_dim(module):
 @functools.lru_cache(maxsize=4)
 def _load_and_probe(module, trainable):
     """(layer, feature dimension): the layer is run once on a blank image to check its output."""
-    layer = hub.KerasLayer(module.saved_model_dir, trainable=trainable)
+    return _probe(module, hub.KerasLayer(module.saved_model_dir, trainable=trainable))
+
+
+def _probe(module, layer):
     height, width = module.image_size
+    # Under a MirroredStrategy's scope (fine-tuning on several devices) a restored SavedModel
+    # function may run only in a replica's context; with no strategy, run() just calls it.
+    strategy = tf.distribute.get_strategy()
     try:
-        probe = layer(tf.zeros([1, height, width, 3]))
+        probe = strategy.experimental_local_results(
+            strategy.run(layer, args=(tf.zeros([1, height, width, 3]),)))[0]
     except Exception as error:  # Shape errors surface as several TensorFlow exception types.
         raise UserError(f"Module {module.handle!r} rejects {height}x{width} images ({error}); pass "
                         "an --image_size the module accepts.") from error

@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -9,15 +10,21 @@ import time
 from absl import logging
 import numpy as np
 
+from retrain import augment
+from retrain import augmentation
 from retrain import backbones
 from retrain import bottlenecks
+from retrain import checkpoint
 from retrain import dataset
+from retrain import devices
 from retrain import evaluate
 from retrain import export
 from retrain import files
+from retrain import finetune
 from retrain import metrics as metrics_lib
 from retrain import modules
 from retrain import report
+from retrain import sampling
 from retrain import split
 from retrain import tflite_export
 from retrain import train
@@ -34,6 +41,9 @@ class RunResult:
     stage_seconds: dict
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
     tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
+    fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
+    # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
+    augmentation: object = None
 
 
 def run(config):
@@ -41,29 +51,47 @@ def run(config):
     config = config.resolved()
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
+    check_augmentation(config)
     tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
                                  config.tflite_int8_input)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
     split.check_split_possible(collection.images, collection.labels,
                                config.validation_percentage, config.testing_percentage)
+    check_training_settings(config, collection.labels)
     with timer("resolve_module"):
         module = resolve(config)
+    if config.fine_tune:
+        finetune.check_fine_tunable(module, config.fine_tune_layers)
     check_outputs_writable(config)
-    with timer("bottlenecks"):
-        vectors = bottlenecks.get_bottlenecks(collection.images, module, config.bottleneck_dir,
-                                              config.bottleneck_batch_size, config.max_image_pixels)
-    skipped = collection.skipped + vectors.failed
-    collection = dataclasses.replace(collection, images=vectors.image_files)
-    dataset.check_every_class_has_images(collection)
     splits = split.split_images(collection.images, collection.labels,
                                 config.validation_percentage, config.testing_percentage)
+    with timer("bottlenecks"):
+        vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
+                                              config.bottleneck_batch_size, config.max_image_pixels,
+                                              memory_budget(config))
+    skipped = collection.skipped + vectors.failed
+    if vectors.failed:
+        # Images that could not be decoded drop out, which can change how classes split.
+        collection = dataclasses.replace(collection, images=vectors.image_files)
+        dataset.check_every_class_has_images(collection)
+        splits = split.split_images(collection.images, collection.labels,
+                                    config.validation_percentage, config.testing_percentage)
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
+    with timer("augmentation"):
+        augmented_training, augmented = add_training_variants(config, module, data["training"])
     with timer("training"):
-        head, history = train.train_head(*data["training"][:2], *data["validation"][:2],
-                                         len(collection.labels), training_settings(config),
-                                         config.summaries_dir)
+        head, history = train.train_head(
+            *augmented_training[:2], *data["validation"][:2], len(collection.labels),
+            training_settings(config), config.summaries_dir,
+            checkpoint_settings(config, module, collection.labels, augmented_training[2]))
+    fine_tuned = None
+    if config.fine_tune:
+        with timer("fine_tuning"):
+            # On the training images themselves: fine-tuning distorts them afresh at each step.
+            fine_tuned = fine_tune(config, module, head, data)
+        head, data["testing"] = fine_tuned.head, fine_tuned.testing
     with timer("evaluation"):
         test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
                                       config.test_batch_size, config.random_seed)
@@ -74,15 +102,19 @@ def run(config):
         for line in metrics_lib.format_report(classification):
             logging.info("%s", line)
     with timer("export"):
-        export.export_saved_model(modules.load_feature_extractor(module), head, collection.labels,
-                                  module.image_size, config.saved_model_dir)
+        feature_extractor = (fine_tuned.feature_extractor if fine_tuned
+                             else modules.load_feature_extractor(module))
+        export.export_saved_model(feature_extractor, head, collection.labels, module.image_size,
+                                  config.saved_model_dir)
         export.write_labels(collection.labels, config.output_labels)
     tflite = None
     if config.tflite_output_file:
         with timer("tflite"):
             tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
-    result = RunResult(collection.labels, test, history, skipped, vectors.computed, timer.seconds,
-                       classification=classification, tflite=tflite)
+    result = RunResult(collection.labels, test, history, skipped,
+                       vectors.computed + augmented.computed, timer.seconds,
+                       classification=classification, tflite=tflite, fine_tune=fine_tuned,
+                       augmentation=augmented)
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -95,6 +127,24 @@ def resolve(config):
     if not backbones.is_builtin(config.tfhub_module):
         modules.load_feature_extractor(module)
     return module
+
+
+def distortions(config):
+    """The augment.Distortions that config asks for."""
+    return augment.Distortions(config.flip_left_right, config.random_crop, config.random_scale,
+                               config.random_brightness)
+
+
+def check_augmentation(config):
+    """Raises UserError for distortion settings that make no sense (config resolved)."""
+    augment.check_settings(distortions(config), config.augmentation_copies)
+
+
+def add_training_variants(config, module, training):
+    """The training split with the distorted variants config asks for appended (if any)."""
+    return augmentation.add_training_variants(
+        training, module, config.bottleneck_dir, config.bottleneck_batch_size,
+        config.max_image_pixels, distortions(config), config.augmentation_copies)
 
 
 def export_tflite(config, module, labels, splits, head, test_data):
@@ -119,7 +169,50 @@ def training_settings(config):
         steps=config.how_many_training_steps, batch_size=config.train_batch_size,
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size, seed=config.random_seed,
-        momentum=config.momentum)
+        momentum=config.momentum, class_balance=config.class_balance)
+
+
+def checkpoint_settings(config, module, labels, training_images):
+    """Where the head checkpoints, and what a resumed run must match beyond the arrays: the
+    label names, the module, and the training images in row order (their content keys)."""
+    # Content keys are fixed-length digests (bytes), so joined they stay unambiguous.
+    keys = b"".join(image.content_key for image in training_images)
+    return checkpoint.CheckpointSettings(
+        directory=checkpoint.head_directory(config.checkpoint_path), resume=config.resume,
+        every_seconds=config.checkpoint_every_seconds,
+        description={"labels": list(labels), "module": module.identity,
+                     "training_images_sha1": hashlib.sha1(keys).hexdigest()})
+
+
+def check_training_settings(config, labels):
+    """Fails before the bottlenecks on a bad --class_balance or, with --resume, a checkpoint
+    whose labels or training settings differ from this run's (the rest of its fingerprint
+    is checked when training starts)."""
+    sampling.check_class_balance(config.class_balance)
+    if not config.resume:
+        return
+    directory = checkpoint.head_directory(config.checkpoint_path)
+    state = checkpoint.load_state(directory)
+    if state is not None:
+        checkpoint.check_fingerprint(
+            state.fingerprint,
+            {"labels": list(labels), **train.settings_fingerprint(training_settings(config))},
+            directory)
+
+
+def fine_tune(config, module, head, data):
+    """Fine-tunes module + head on the training images (retrain.finetune)."""
+    settings = finetune.FineTuneSettings(
+        steps=config.fine_tune_steps, batch_size=config.fine_tune_batch_size,
+        learning_rate=config.fine_tune_learning_rate, momentum=config.fine_tune_momentum,
+        eval_interval=config.fine_tune_eval_interval,
+        validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
+        seed=config.random_seed, max_image_pixels=config.max_image_pixels,
+        inference_batch_size=config.bottleneck_batch_size or bottlenecks.default_batch_size(),
+        distortions=distortions(config) if config.any_distortion() else None)
+    checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
+    return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
+                              devices.distribution_strategy(), resume=config.resume)
 
 
 def check_outputs_writable(config):
@@ -131,6 +224,7 @@ def check_outputs_writable(config):
         "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
         "--summaries_dir": config.summaries_dir,
         "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
+        "--checkpoint_path": config.checkpoint_path,
     }
     if config.tflite_output_file:
         folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
@@ -143,16 +237,43 @@ def check_outputs_writable(config):
                             f"writable folder with {flag}.") from error
 
 
+def memory_budget(config):
+    """Bytes the bottlenecks may take in memory; None: bottlenecks.default_memory_budget()."""
+    return None if config.bottleneck_memory_mb is None else config.bottleneck_memory_mb << 20
+
+
+def in_split_order(splits):
+    """The images of splits, training first, then validation, then testing.
+
+    Bottlenecks come back in this order, so each split is a run of consecutive rows and
+    split_arrays hands out views of one array instead of a copy per split.
+    """
+    return [image for name in split.SPLITS for image in splits[name]]
+
+
 def split_arrays(vectors, splits):
-    """Per split name: (features float32 [n, D], labels int32 [n], [dataset.ImageFile])."""
-    row_of = {image.content_key: row for row, image in enumerate(vectors.image_files)}
+    """Per split name: (features float32 [n, D], labels int32 [n], [dataset.ImageFile]).
+
+    The features of a split are a view of vectors.features where the split's rows lie
+    together in it (see in_split_order), else a copy; a row_store.RowStore stays one,
+    restricted to the split's rows, without reading any.
+    """
+    row_of = {image.relative_path: row for row, image in enumerate(vectors.image_files)}
     arrays = {}
     for name, image_files in splits.items():
-        rows = np.array([row_of[image.content_key] for image in image_files], dtype=np.int64)
-        features = vectors.features[rows] if len(rows) else vectors.features[:0]
+        rows = np.array([row_of[image.relative_path] for image in image_files], dtype=np.int64)
         labels = np.array([image.label_index for image in image_files], dtype=np.int32)
-        arrays[name] = (features, labels, image_files)
+        arrays[name] = (_rows_of(vectors.features, rows), labels, image_files)
     return arrays
+
+
+def _rows_of(features, rows):
+    """features[rows], as a view when rows is a run of consecutive rows."""
+    if not isinstance(features, np.ndarray):
+        return features.subset(rows)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
+        return features[rows[0]:rows[-1] + 1]
+    return features[rows]
 
 
 def _log_split_sizes(labels, splits):
@@ -183,12 +304,35 @@ def write_metrics(config, module, result):
     if result.classification:
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
+    if result.augmentation:
+        metrics["augmentation"] = result.augmentation.as_dict()
     if result.tflite:
         metrics["tflite"] = dataclasses.asdict(result.tflite)
+    if result.fine_tune:
+        metrics["fine_tune"] = finetune_metrics(result)
     text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
     files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
                                 flag="--metrics_file")
     write_report(config, metrics)
+
+
+def finetune_metrics(result):
+    """metrics.json's "fine_tune" entry: test accuracy before and after, and how it went.
+
+    The top-level test accuracy is the fine-tuned network's: the one exported.
+    """
+    fine_tuned = result.fine_tune
+    return {
+        "frozen_test_top1_accuracy": fine_tuned.frozen_test_accuracy,
+        "fine_tuned_test_top1_accuracy": result.test.top1_accuracy,
+        "start_validation_accuracy": fine_tuned.start_validation_accuracy,
+        "best_validation_accuracy": fine_tuned.best_validation_accuracy,
+        "best_steps_done": fine_tuned.best_steps_done,
+        "trained_module_variables": fine_tuned.trained_variables,
+        "images_per_second": fine_tuned.images_per_second,
+        "seconds": result.stage_seconds.get("fine_tuning"),
+        "history": dataclasses.asdict(fine_tuned.history),
+    }
 
 
 def write_report(config, metrics):

@@ -1,16 +1,21 @@
-"""Training the new final layer: softmax regression on cached bottlenecks held in memory.
+"""Training the new final layer: softmax regression on cached bottlenecks.
 
 retrain.py's method: weights start from a truncated normal (stddev 0.001), biases at zero;
-each step draws `train_batch_size` examples with replacement, picking a class uniformly and
-then an image of that class (so small classes are oversampled), and takes one SGD step on
-the softmax cross-entropy. Changed: the step uses momentum (0.9 by default; 0 gives
-retrain.py's plain SGD), which reaches what a fully converged linear classifier reaches
-within the same 4000 steps (on the MNIST example: 95.4% against scikit-learn's
-LogisticRegression 95.8%, where plain SGD stopped at 93.3%).
+each step draws `train_batch_size` examples with replacement and takes one SGD step on the
+softmax cross-entropy. Changed: the step uses momentum (0.9 by default; 0 gives retrain.py's
+plain SGD), which reaches what a fully converged linear classifier reaches within the same
+4000 steps (on the MNIST example: 95.4% against scikit-learn's LogisticRegression 95.8%,
+where plain SGD stopped at 93.3%). Which examples a step draws, and how much each counts,
+is --class_balance (retrain.sampling); the state can be checkpointed and resumed
+(retrain.checkpoint).
+
+The training set can be an in-memory array or a row store streamed from disk
+(retrain.feeding).
 """
 
 import dataclasses
 import datetime
+import hashlib
 import os
 import struct
 
@@ -19,6 +24,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from retrain import checkpoint
+from retrain import feeding
+from retrain import sampling
+from retrain.errors import UserError
 
 @dataclasses.dataclass
 class Head:
@@ -42,8 +51,9 @@ class TrainingSettings:
     learning_rate: float
     eval_step_interval: int
     validation_batch_size: int  # -1: the whole validation split at each evaluation.
-    seed: int
+    seed: int  # >= 0
     momentum: float = 0.9  # 0: retrain.py's plain SGD.
+    class_balance: str = sampling.CLASSES  # one of sampling.CLASS_BALANCE_MODES
 
 
 @dataclasses.dataclass
@@ -57,106 +67,108 @@ class History:
     validation_cross_entropy: list = dataclasses.field(default_factory=list)
 
 
-class ClassBalancedSampler:
-    """Draws example indices: a class uniformly at random, then one of its examples."""
-
-    def __init__(self, labels, num_classes, rng):
-        self._order = np.argsort(labels, kind="stable")
-        self._counts = np.bincount(labels, minlength=num_classes)
-        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
-        self._present = np.flatnonzero(self._counts)
-        self._rng = rng
-
-    def sample(self, batch_size):
-        classes = self._present[self._rng.integers(len(self._present), size=batch_size)]
-        offsets = (self._rng.random(batch_size) * self._counts[classes]).astype(np.int64)
-        return self._order[self._starts[classes] + offsets]
-
-
 def train_head(train_features, train_labels, validation_features, validation_labels,
-               num_classes, settings, summaries_dir=None):
+               num_classes, settings, summaries_dir=None, checkpoint_settings=None):
     """Trains the final layer and logs retrain.py's progress lines.
 
     Args:
-      train_features, validation_features: float32 [n, feature_dim].
-      train_labels, validation_labels: int [n] class indices.
+      train_features, validation_features: float32 [n, feature_dim]: a numpy array, a
+        np.memmap, or any row store with .shape, len() and store[int64 indices] -> float32
+        [k, feature_dim] (rows are read in sorted order).
+      train_labels, validation_labels: int [n] class indices in [0, num_classes).
       num_classes: number of labels.
       settings: TrainingSettings.
       summaries_dir: TensorBoard folder (train/ and validation/ inside), or None.
+      checkpoint_settings: checkpoint.CheckpointSettings, or None for no checkpoints.
 
     Returns:
       (Head, History).
+
+    Raises:
+      checkpoint.Interrupted: Ctrl-C, after the state was saved (with checkpoint_settings).
+      UserError: --resume with a checkpoint of another run.
     """
-    # A fixed seed makes runs repeatable: same images, same flags, same model.
-    rng = np.random.default_rng(settings.seed)
-    model = _SoftmaxLayer(train_features, train_labels, num_classes, rng)
-    train_sampler = ClassBalancedSampler(train_labels, num_classes, rng)
-    validation_sampler = ClassBalancedSampler(validation_labels, num_classes, rng)
-    writers = _summary_writers(summaries_dir)
-    history = History()
-    first_step = 0
-    for eval_step in evaluation_steps(settings.steps, settings.eval_step_interval):
-        # The steps up to the next evaluation run inside one TensorFlow call: a Python round
-        # trip per step would cost more than the step itself.
-        batches = np.stack([train_sampler.sample(settings.batch_size)
-                            for _ in range(first_step, eval_step + 1)])
-        train_accuracy, cross_entropy = model.train_steps(
-            tf.constant(batches), tf.constant(settings.learning_rate, tf.float32),
-            tf.constant(settings.momentum, tf.float32))
-        first_step = eval_step + 1
-        validation_accuracy, validation_cross_entropy, count = _validation_accuracy(
-            model, validation_features, validation_labels, validation_sampler, settings)
-        _log_step(eval_step, float(train_accuracy), float(cross_entropy), validation_accuracy, count)
-        _record(history, writers, eval_step, float(train_accuracy), float(cross_entropy),
-                validation_accuracy, validation_cross_entropy)
+    train_labels = np.asarray(train_labels, np.int32)
+    fingerprint = training_fingerprint(train_features, train_labels, num_classes, settings)
+    model = _SoftmaxLayer(
+        _initial_weights(train_features.shape[1], num_classes, settings.seed),
+        sampling.class_loss_weights(settings.class_balance, train_labels, num_classes))
+    saver, history, start_step = _resume_or_start(checkpoint_settings, fingerprint, model,
+                                                  settings.steps)
+    validation = feeding.Validation(validation_features, np.asarray(validation_labels, np.int32),
+                                    num_classes, settings)
+    feed = feeding.make_feed(model, train_features, train_labels)
+    loop = _TrainingLoop(model, feed, settings, validation, _summary_writers(summaries_dir),
+                         history)
+    with checkpoint.deferred_interrupts(enabled=saver is not None) as interrupt:
+        for first_step, eval_step in training_intervals(settings.steps, settings.eval_step_interval):
+            if eval_step < start_step:
+                continue
+            loop.run_interval(first_step, max(first_step, start_step), eval_step)
+            if saver and (interrupt.requested or saver.due()):
+                saver.save(model.state(eval_step + 1, history, fingerprint))
+            if interrupt.requested:
+                raise checkpoint.Interrupted(saver.directory, eval_step + 1)
+    if saver:
+        saver.save(model.state(max(settings.steps, start_step), history, fingerprint))
+    if interrupt.requested:  # Ctrl-C after the last interval's check: stop all the same.
+        raise checkpoint.Interrupted(saver.directory, max(settings.steps, start_step))
     return Head(model.weights.numpy(), model.biases.numpy()), history
 
 
-class _SoftmaxLayer(tf.Module):
+def _resume_or_start(checkpoint_settings, fingerprint, model, steps):
+    """(checkpoint.Saver or None, History, first step to run); restores model on --resume.
 
-    def __init__(self, train_features, train_labels, num_classes, rng):
-        super().__init__()
-        # The training set lives in variables: passed as arguments, XLA would copy it each call.
-        self.train_features = tf.Variable(train_features, trainable=False, dtype=tf.float32)
-        self.train_labels = tf.Variable(train_labels, trainable=False, dtype=tf.int32)
-        feature_dim = train_features.shape[1]
-        initial = np.clip(rng.normal(0.0, 0.001, [feature_dim, num_classes]), -0.002, 0.002)
-        self.weights = tf.Variable(initial.astype(np.float32))
-        self.biases = tf.Variable(tf.zeros([num_classes]))
-        self.weight_velocity = tf.Variable(tf.zeros_like(self.weights), trainable=False)
-        self.bias_velocity = tf.Variable(tf.zeros_like(self.biases), trainable=False)
+    Adds checkpoint_settings.description to fingerprint (it is saved with the state).
+    """
+    if not checkpoint_settings:
+        return None, History(), 0
+    fingerprint.update(checkpoint_settings.description)
+    resumed = checkpoint.state_to_resume(checkpoint_settings, fingerprint)
+    saver = checkpoint.Saver(checkpoint_settings)
+    if resumed is None:
+        return saver, History(), 0
+    if resumed.next_step > steps:
+        raise UserError(
+            f"Cannot resume from {checkpoint_settings.directory!r}: it already trained "
+            f"{resumed.next_step} steps, more than --how_many_training_steps={steps}; raise it, "
+            "drop --resume to start over, or pass a new --checkpoint_path.")
+    model.restore(resumed)
+    return saver, History(**resumed.history), resumed.next_step
 
-    def logits(self, features):
-        return tf.matmul(features, self.weights) + self.biases
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64),
-                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)],
-                 jit_compile=True)
-    def train_steps(self, batches, learning_rate, momentum):
-        """One SGD step per row of batches (example indices [steps, batch_size]).
+def training_fingerprint(train_features, train_labels, num_classes, settings):
+    """What a checkpoint must match to be resumed: the data's shape and labels, and the
+    settings that decide the draws and the updates (not the step count: a finished run can
+    be resumed with more steps)."""
+    return {
+        "training_examples": int(train_features.shape[0]),
+        "feature_dim": int(train_features.shape[1]),
+        "num_classes": int(num_classes),
+        "training_labels_sha1": hashlib.sha1(np.ascontiguousarray(train_labels)).hexdigest(),
+        **settings_fingerprint(settings),
+    }
 
-        Returns:
-          (accuracy, cross-entropy) of the last step's batch, measured before its update.
-        """
-        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
-        for batch_indices in batches:
-            accuracy, loss = self._train_step(batch_indices, learning_rate, momentum)
-        return accuracy, loss
 
-    def _train_step(self, batch_indices, learning_rate, momentum):
-        features = tf.gather(self.train_features, batch_indices)
-        labels = tf.gather(self.train_labels, batch_indices)
-        with tf.GradientTape() as tape:
-            logits = self.logits(features)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-        weight_gradient, bias_gradient = tape.gradient(loss, [self.weights, self.biases])
-        self.weight_velocity.assign(momentum * self.weight_velocity + weight_gradient)
-        self.bias_velocity.assign(momentum * self.bias_velocity + bias_gradient)
-        self.weights.assign_sub(learning_rate * self.weight_velocity)
-        self.biases.assign_sub(learning_rate * self.bias_velocity)
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-        return tf.reduce_mean(tf.cast(correct, tf.float32)), loss
+def settings_fingerprint(settings):
+    """The TrainingSettings a resumed run must share with its checkpoint."""
+    return {name: getattr(settings, name) for name in (
+        "batch_size", "learning_rate", "momentum", "class_balance", "eval_step_interval",
+        "validation_batch_size", "seed")}
+
+
+def _initial_weights(feature_dim, num_classes, seed):
+    """float32 [feature_dim, num_classes]: retrain.py's truncated normal, stddev 0.001."""
+    # A fixed seed makes runs repeatable: same images, same flags, same model.
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0.0, 0.001, [feature_dim, num_classes]), -0.002, 0.002).astype(
+        np.float32)
+
+
+def training_intervals(steps, interval):
+    """(first step, evaluation step) of each run of steps between evaluations."""
+    first_steps = [0] + [step + 1 for step in evaluation_steps(steps, interval)[:-1]]
+    return list(zip(first_steps, evaluation_steps(steps, interval)))
 
 
 def evaluation_steps(steps, interval):
@@ -166,19 +178,118 @@ def evaluation_steps(steps, interval):
     return sorted(set(range(0, steps, interval)) | {steps - 1})
 
 
-def _validation_accuracy(model, features, labels, sampler, settings):
-    """Returns (accuracy, mean cross-entropy, number of examples); (None, None, 0) if none."""
-    if len(labels) == 0:
-        return None, None, 0
-    if settings.validation_batch_size == -1:
-        indices = np.arange(len(labels))
-    else:
-        indices = sampler.sample(settings.validation_batch_size)
-    logits = model.logits(tf.constant(features[indices]))
-    cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels[indices].astype(np.int32), logits=logits))
-    predictions = np.argmax(logits.numpy(), axis=1)
-    return (float(np.mean(predictions == labels[indices])), float(cross_entropy), len(indices))
+class _TrainingLoop:
+    """Runs the steps of one evaluation interval, validates, logs and records."""
+
+    def __init__(self, model, feed, settings, validation, writers, history):
+        self.model, self.feed, self.settings = model, feed, settings
+        self.validation, self.writers, self.history = validation, writers, history
+        self.sampler = sampling.training_sampler(settings.class_balance, feed.labels,
+                                                 model.biases.shape[0])
+
+    def run_interval(self, first_step, start_step, eval_step):
+        """Runs steps start_step .. eval_step of the interval that begins at first_step.
+
+        The interval's batches come from one generator seeded with (seed, first_step); a run
+        resumed inside it draws them all and skips the ones already trained on.
+        """
+        rng = sampling.generator_for_step(self.settings.seed, first_step)
+        batches = np.stack([self.sampler.sample(rng, self.settings.batch_size)
+                            for _ in range(first_step, eval_step + 1)])[start_step - first_step:]
+        train_accuracy, cross_entropy = self.feed.train_steps(
+            batches, tf.constant(self.settings.learning_rate, tf.float32),
+            tf.constant(self.settings.momentum, tf.float32))
+        validation_accuracy, validation_cross_entropy, count = self.validation.evaluate(
+            self.model, eval_step)
+        _log_step(eval_step, float(train_accuracy), float(cross_entropy), validation_accuracy,
+                  count)
+        _record(self.history, self.writers, eval_step, float(train_accuracy),
+                float(cross_entropy), validation_accuracy, validation_cross_entropy)
+
+
+class _SoftmaxLayer(tf.Module):
+
+    def __init__(self, initial_weights, class_weights):
+        super().__init__()
+        self.weights = tf.Variable(initial_weights)
+        self.biases = tf.Variable(tf.zeros([initial_weights.shape[1]]))
+        self.weight_velocity = tf.Variable(tf.zeros_like(self.weights), trainable=False)
+        self.bias_velocity = tf.Variable(tf.zeros_like(self.biases), trainable=False)
+        # The factor on each class's cross-entropy (sampling.class_loss_weights).
+        self.class_weights = tf.constant(class_weights, tf.float32)
+        self.train_features = self.train_labels = None
+
+    def hold_training_set(self, features, labels):
+        # In variables: passed as arguments, XLA would copy the training set each call.
+        self.train_features = tf.Variable(features, trainable=False, dtype=tf.float32)
+        self.train_labels = tf.Variable(labels, trainable=False, dtype=tf.int32)
+
+    def restore(self, state):
+        for name in ("weights", "biases", "weight_velocity", "bias_velocity"):
+            getattr(self, name).assign(getattr(state, name))
+
+    def state(self, next_step, history, fingerprint):
+        return checkpoint.HeadState(
+            weights=self.weights.numpy(), biases=self.biases.numpy(),
+            weight_velocity=self.weight_velocity.numpy(), bias_velocity=self.bias_velocity.numpy(),
+            next_step=next_step, history=dataclasses.asdict(history), fingerprint=fingerprint)
+
+    def logits(self, features):
+        return tf.matmul(features, self.weights) + self.biases
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64),
+                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)],
+                 jit_compile=True)
+    def train_steps(self, batches, learning_rate, momentum):
+        """One SGD step per row of batches (indices into the held training set [steps, batch]).
+
+        Returns:
+          (accuracy, cross-entropy) of the last step's batch, measured before its update.
+        """
+        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
+        for batch_indices in batches:
+            accuracy, loss = self._train_step(tf.gather(self.train_features, batch_indices),
+                                              tf.gather(self.train_labels, batch_indices),
+                                              learning_rate, momentum)
+        return accuracy, loss
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32),
+                                  tf.TensorSpec([None, None], tf.int32),
+                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)],
+                 jit_compile=True)
+    def train_steps_on(self, features, labels, learning_rate, momentum):
+        """train_steps on batches given as float32 features [steps, batch, feature_dim] and
+        int32 labels [steps, batch]."""
+        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
+        for step in tf.range(tf.shape(labels)[0]):
+            accuracy, loss = self._train_step(features[step], labels[step], learning_rate,
+                                              momentum)
+        return accuracy, loss
+
+    def _train_step(self, features, labels, learning_rate, momentum):
+        with tf.GradientTape() as tape:
+            logits = self.logits(features)
+            # Weighted by class for --class_balance=loss_weight; all ones otherwise.
+            loss = tf.reduce_mean(
+                tf.gather(self.class_weights, labels)
+                * tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        weight_gradient, bias_gradient = tape.gradient(loss, [self.weights, self.biases])
+        self.weight_velocity.assign(momentum * self.weight_velocity + weight_gradient)
+        self.bias_velocity.assign(momentum * self.bias_velocity + bias_gradient)
+        self.weights.assign_sub(learning_rate * self.weight_velocity)
+        self.biases.assign_sub(learning_rate * self.bias_velocity)
+        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
+        return tf.reduce_mean(tf.cast(correct, tf.float32)), loss
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                  tf.TensorSpec([None], tf.int32)])
+    def evaluate(self, features, labels):
+        """(number correct, summed cross-entropy) on float32 features [n, feature_dim]."""
+        logits = self.logits(features)
+        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                       logits=logits)
+        return tf.reduce_sum(tf.cast(correct, tf.int32)), tf.reduce_sum(cross_entropy)
 
 
 def _log_step(step, train_accuracy, cross_entropy, validation_accuracy, count):

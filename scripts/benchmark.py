@@ -14,6 +14,16 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                predict + print
   reload       finding, hashing and loading a fully cached set of --cached_images images
   training     --steps training steps of batch 100 on --feature_dim-d bottlenecks
+  augmentation --steps steps with distorted training images: retrain's way (bottlenecks of
+               --images JPEGs and --augmentation_copies cached variants each, in batches, then
+               training from memory) against retrain.py's one image per call (per step, 100
+               images decoded, distorted and run through the module one by one), which is
+               timed for --baseline_steps steps and extrapolated linearly to --steps
+  growth       at each of --scale_sizes images (tiny PNGs, cached random vectors): reload time,
+               first training step after the TensorFlow import in a real `python -m retrain`,
+               cache size, peak memory against the bottleneck array, --steps training steps
+  large_cache  training from a synthetic cache of --large_cache_rows vectors (off by default:
+               1000000 writes 5 GB) under --large_cache_budget_mb: time, peak memory, size
 The ceiling, bottleneck and label_image measurements take turns --repeats times and each
 reports its best: other processes only ever slow a measurement down, so the best of several
 is the closest to what the machine can do, and taking turns exposes all of them to the same
@@ -34,12 +44,17 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from retrain import augment  # pylint: disable=wrong-import-position
+from retrain import augmentation  # pylint: disable=wrong-import-position
+import benchmark_scale  # pylint: disable=wrong-import-position
 from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
+from retrain import config  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
 from retrain import export  # pylint: disable=wrong-import-position
 from retrain import label_image  # pylint: disable=wrong-import-position
 from retrain import label_image_cli  # pylint: disable=wrong-import-position
+from retrain import images  # pylint: disable=wrong-import-position
 from retrain import modules  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
 
@@ -61,6 +76,18 @@ def parse_args():
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
     parser.add_argument("--feature_dim", type=int, default=1280, help="bottleneck size for training")
+    parser.add_argument("--augmentation_copies", type=int,
+                        default=config.DEFAULT_AUGMENTATION_COPIES,
+                        help="cached distorted variants per training image")
+    parser.add_argument("--baseline_steps", type=int, default=3,
+                        help="steps of the one-image-per-call baseline to time")
+    parser.add_argument("--scale_sizes", default="1000,10000,100000",
+                        help="image counts for the growth table")
+    parser.add_argument("--large_cache_rows", type=int, default=0,
+                        help="vectors in the large-cache part (0: skip it)")
+    parser.add_argument("--large_cache_budget_mb", type=int, default=1024,
+                        help="memory budget the large cache must exceed (--bottleneck_memory_mb)")
+    parser.add_argument("--work_dir", default=None, help="where to build (default: a temp dir)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
     parser.add_argument("--json_out", default=None, help="also write the results here")
     return parser.parse_args()
@@ -283,11 +310,143 @@ def _ceiling_results(best, args, photo_sizes, load_seconds):
     return results
 
 
+# Every distortion on, so both ways pay for all of them.
+BENCHMARK_DISTORTIONS = augment.Distortions(flip_left_right=True, random_crop=10, random_scale=10,
+                                            random_brightness=10)
+
+
+def measure_augmentation(args, work_dir):
+    """Seconds for --steps steps with augmentation: retrain's cached variants against
+    retrain.py's one image per call (extrapolated from --baseline_steps steps)."""
+    size = (args.image_size, args.image_size) if args.image_size else None
+    module = modules.resolve_module(args.module, size)
+    photos = os.path.join(work_dir, "augmentation_photos")
+    first_size = args.photo_sizes.split(",")[0]
+    write_photos(photos, args.images, tuple(int(v) for v in first_size.split("x")))
+    collection = dataset.find_images(photos)
+    cached = time_cached_augmentation(module, collection, args.augmentation_copies, args.steps,
+                                      os.path.join(work_dir, "augmentation_cache"))
+    per_step = time_one_image_per_call_steps(module, collection, args.baseline_steps)
+    baseline = per_step * args.steps
+    total = sum(cached.values())
+    # Per training image, the cached way costs (1 + copies) batched forward passes; the
+    # baseline costs the same whatever the number of images.
+    per_image = (cached["bottlenecks"] + cached["variants"]) / len(collection.images)
+    return {
+        "augmentation_training_images": len(collection.images),
+        "augmentation_copies": args.augmentation_copies,
+        "augmentation_cached_seconds": {key: round(value, 1) for key, value in cached.items()},
+        f"augmentation_cached_seconds_{args.steps}_steps": round(total, 1),
+        "augmentation_baseline_seconds_per_step": round(per_step, 2),
+        f"augmentation_baseline_seconds_{args.steps}_steps_extrapolated_from_{args.baseline_steps}":
+            round(baseline, 0),
+        "augmentation_speedup": round(baseline / total, 1),
+        "augmentation_10x_up_to_training_images": int((baseline / 10 - cached["training"])
+                                                      / per_image),
+    }
+
+
+def time_cached_augmentation(module, collection, copies, steps, cache_dir):
+    """Seconds per part of retrain's way: originals' and variants' bottlenecks, training."""
+    seconds = {}
+    start = time.perf_counter()
+    originals = bottlenecks.get_bottlenecks(collection.images, module, cache_dir, None, 10**8)
+    seconds["bottlenecks"] = time.perf_counter() - start
+    labels = np.array([image.label_index for image in originals.image_files], np.int32)
+    start = time.perf_counter()
+    (features, labels, _), result = augmentation.add_training_variants(
+        (originals.features, labels, originals.image_files), module, cache_dir, None, 10**8,
+        BENCHMARK_DISTORTIONS, copies)
+    seconds["variants"] = time.perf_counter() - start
+    assert result.computed == copies * len(collection.images)
+    settings = train.TrainingSettings(steps=steps, batch_size=100, learning_rate=0.01,
+                                      eval_step_interval=10, validation_batch_size=100, seed=0)
+    start = time.perf_counter()
+    train.train_head(features, labels, originals.features, labels[:len(originals.features)],
+                     len(collection.labels), settings)
+    seconds["training"] = time.perf_counter() - start
+    return seconds
+
+
+def time_one_image_per_call_steps(module, collection, steps, batch_size=100):
+    """Seconds per step of retrain.py's distorted training: for each of batch_size random
+    images, read and decode the file, distort it and run the module on it alone; then one SGD
+    step on the batch. Decoding, distortion and module are retrain's own, so only the
+    batching differs."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    layer = modules.load_feature_extractor(module)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                  tf.TensorSpec([2], tf.int64)])
+    def distort_and_extract(image, seed):
+        distorted = augment.distort_and_resize(image, module.image_size, BENCHMARK_DISTORTIONS,
+                                               seed)
+        return layer(distorted[None], training=False)[0]
+
+    sgd_step = _softmax_sgd_step(modules.feature_dim(module), len(collection.labels))
+    rng = np.random.default_rng(0)
+
+    def one_step():
+        chosen = [collection.images[index]
+                  for index in rng.integers(len(collection.images), size=batch_size)]
+        vectors = [distort_and_extract(images.read_image_file(image.path, 10**8),
+                                       rng.integers(-2**62, 2**62, size=2)).numpy()
+                   for image in chosen]
+        sgd_step(np.stack(vectors), np.array([image.label_index for image in chosen], np.int32))
+
+    one_step()  # Trace and warm up, untimed.
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    return (time.perf_counter() - start) / steps
+
+
+def _softmax_sgd_step(feature_dim, classes, learning_rate=0.01):
+    """A compiled SGD step of a softmax layer: retrain.py's train step."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    weights = tf.Variable(tf.random.truncated_normal([feature_dim, classes], stddev=0.001))
+    biases = tf.Variable(tf.zeros([classes]))
+
+    @tf.function
+    def step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = features @ weights + biases
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        for variable, gradient in zip((weights, biases), tape.gradient(loss, (weights, biases))):
+            variable.assign_sub(learning_rate * gradient)
+        return loss
+
+    return step
+
+
+def measure_scale_parts(args, skip, work_dir, results):
+    """The growth table and the large cache (scripts/benchmark_scale.py)."""
+    if "growth" not in skip:
+        sizes = [int(size) for size in args.scale_sizes.split(",") if size]
+        results["growth"] = benchmark_scale.measure_growth(work_dir, sizes, args.module, args.steps)
+    if "large_cache" not in skip and args.large_cache_rows > 0:
+        results["large_cache"] = benchmark_scale.measure_large_cache(
+            work_dir, args.large_cache_rows, args.feature_dim, args.steps, args.large_cache_budget_mb)
+
+
+def print_growth_table(growth):
+    if not growth:
+        return
+    sizes = [size for size in growth if size != "fixed_overhead_bytes"]
+    figures = [name for name, value in growth[sizes[0]].items() if not isinstance(value, dict)]
+    print(f"\n| figure | {' | '.join(f'{size:,} images' for size in sizes)} |")
+    print(f"| --- |{' --- |' * len(sizes)}")
+    for figure in figures:
+        print(f"| {figure} | {' | '.join(str(growth[size][figure]) for size in sizes)} |")
+    print(f"Fixed overhead (the same run on 100 images): "
+          f"{growth['fixed_overhead_bytes'] / 2**20:.0f} MB peak RSS.")
+
+
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
-    with tempfile.TemporaryDirectory() as work_dir:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
         if not {"ceiling", "bottlenecks", "label_image", "cold_start"} <= skip:
             module = modules.resolve_module(
                 args.module, (args.image_size, args.image_size) if args.image_size else None)
@@ -307,9 +466,14 @@ def main():
         if "training" not in skip:
             results[f"training_seconds_{args.steps}_steps"] = round(
                 measure_training(args.steps, args.feature_dim), 2)
+        if "augmentation" not in skip:
+            results.update(measure_augmentation(args, work_dir))
+        measure_scale_parts(args, skip, work_dir, results)
     print("| measure | value |\n| --- | --- |")
     for key, value in results.items():
-        print(f"| {key} | {value} |")
+        if key != "growth":
+            print(f"| {key} | {value} |")
+    print_growth_table(results.get("growth"))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as output:
             json.dump(results, output, indent=2)

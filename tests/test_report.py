@@ -133,8 +133,8 @@ def hostile_run(tmp_path_factory, tiny_module):
 def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     result, output_dir = hostile_run
     assert sorted(os.listdir(output_dir)) == [
-        "bottlenecks", "confusion_matrix.png", "metrics.json", "output_labels.txt", "report.html",
-        "saved_model", "summaries", "training_curves.png"]
+        "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
+        "report.html", "saved_model", "summaries", "training_curves.png"]
     data = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert data["confusion_matrix"]["labels"] == result.labels
     assert np.sum(data["confusion_matrix"]["matrix"]) == data["test_count"] == result.test.count

@@ -6,14 +6,17 @@ on-disk cache as they come, so an interrupted run resumes where it stopped.
 """
 
 import dataclasses
+import functools
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
+import tensorflow_hub as hub
 
 from retrain import augment
 from retrain import bottleneck_cache
 from retrain import dataset
+from retrain import devices
 from retrain import modules
 from retrain import preprocess
 from retrain import row_store
@@ -35,7 +38,7 @@ class Bottlenecks:
 
 def default_batch_size():
     """Images per forward pass: small batches are fastest on CPU, large ones feed a GPU."""
-    return 64 if tf.config.list_physical_devices("GPU") else 16
+    return devices.default_batch_size()
 
 
 def default_memory_budget():
@@ -117,12 +120,18 @@ def _row_store(image_files, shards, positions, new_vectors, feature_dim):
 
 
 def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels,
-                      distortions=None):
+                      distortions=None, strategy=None):
     """Runs the module over image_files in batches, handing each vector to the cache writer.
 
     With distortions (augment.Distortions), image_files are distorted variants: each one's
     content_key is its augment.variant_key, which also seeds its distortion, so the vector
     cached under a key is always the same variant.
+
+    Args:
+      layer: the module as a Keras layer (modules.load_feature_extractor).
+      strategy: tf.distribute strategy (None: devices.distribution_strategy()). With more
+        than one replica each batch is split across the devices, and `layer` is not used:
+        the module is loaded again with its variables on every device.
 
     Returns:
       ({content_key: float32 [D] vector}, [dataset.SkippedFile] for undecodable images).
@@ -135,12 +144,13 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
         seeds = np.stack([augment.variant_seed(image.content_key) for image in image_files])
     pipeline = preprocess.image_batches([image.path for image in image_files], module.image_size,
                                         batch_size, max_pixels, errors, distortions, seeds)
-    extract = tf.function(lambda batch: layer(batch, training=False), reduce_retracing=True)
+    extract = make_extractor(layer, module, batch_size,
+                             strategy or devices.distribution_strategy())
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:
         for indices, batch, decoded in pipeline:
-            features = extract(batch).numpy()
+            features = extract(batch)
             for index, vector, ok in zip(indices.numpy(), features, decoded.numpy()):
                 image = image_files[index]
                 if ok:
@@ -154,3 +164,39 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
     finally:
         writer.flush()  # Whatever was computed before an error or Ctrl-C is kept.
     return vectors, failed
+
+
+def make_extractor(layer, module, batch_size, strategy):
+    """The module's forward pass on one batch, on every device of `strategy`.
+
+    Returns:
+      A function: float32 tensor [n, H, W, 3] in [0, 1], n <= batch_size -> float32 numpy
+      array [n, D], row i belonging to image i.
+    """
+    height, width = module.image_size
+    # A batch dimension of None: the last, partial batch reuses the one trace.
+    signature = [tf.TensorSpec([None, height, width, 3], tf.float32)]
+    if strategy.num_replicas_in_sync == 1:
+        forward = tf.function(lambda batch: layer(batch, training=False), input_signature=signature)
+        return lambda batch: forward(batch).numpy()
+    with strategy.scope():
+        # Loaded in the scope, the module's variables are mirrored: copied to each device once.
+        mirrored = hub.KerasLayer(module.saved_model_dir, trainable=False)
+    # One graph runs every device's share at once (strategy.run inside tf.function).
+    forward = tf.function(lambda slices: strategy.run(
+        lambda batch: mirrored(batch, training=False), args=(slices,)))
+    return functools.partial(_extract_mirrored, forward, strategy, batch_size)
+
+
+def _extract_mirrored(forward, strategy, batch_size, batch):
+    """Splits the batch into consecutive equal slices, one per device, and joins the results."""
+    count = int(batch.shape[0])
+    share = -(-batch_size // strategy.num_replicas_in_sync)  # ceil
+    # Every batch, the last one too, is padded to the same shape, so each device traces once.
+    padded = tf.pad(batch, [[0, share * strategy.num_replicas_in_sync - count], [0, 0], [0, 0],
+                            [0, 0]])
+    slices = strategy.experimental_distribute_values_from_function(
+        lambda context: padded[context.replica_id_in_sync_group * share:][:share])
+    outputs = forward(slices)
+    parts = [part.numpy() for part in strategy.experimental_local_results(outputs)]
+    return np.concatenate(parts)[:count]

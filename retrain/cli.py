@@ -62,6 +62,11 @@ def define_flags(flag_values=FLAGS):
             "Hold the bottlenecks in memory only if twice their size fits in this many MB; "
             "else read them from the cache on disk as training needs them (0: always). "
             "Default: half the memory available when the run starts.", lower_bound=0)
+    integer("logical_cpu_devices", _DEFAULTS.logical_cpu_devices,
+            "For testing without GPUs: split the CPU into this many logical devices, so that "
+            "retrain runs its multi-device code (tf.distribute.MirroredStrategy) as it would "
+            "on that many GPUs.",
+            lower_bound=1)
     define_training_flags(flag_values)
     define_fine_tune_flags(flag_values)
     define_tflite_flags(flag_values)
@@ -202,11 +207,15 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
     console.configure_logging()
-    # Imported here so that --help and flag errors do not wait for TensorFlow.
-    from retrain import pipeline  # pylint: disable=import-outside-toplevel
     config = None
     try:
         config = config_from_flags()
+        # Imported here so that --help and flag errors do not wait for TensorFlow.
+        # pylint: disable=import-outside-toplevel
+        from retrain import devices
+        # First: TensorFlow cannot split a device once it has used one.
+        devices.configure_logical_cpu_devices(config.logical_cpu_devices)
+        from retrain import pipeline
         if FLAGS.prepare_module_only:
             module = pipeline.resolve(config)
             logging.info("Module %s is ready at %s", module.handle, module.saved_model_dir)

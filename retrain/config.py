@@ -69,6 +69,9 @@ class RetrainConfig:
     # of its training split); above it, training reads the vectors from the cache on disk as it
     # goes. None: half the memory available when the run starts. 0: always from disk.
     bottleneck_memory_mb: Optional[int] = None
+    # Split the CPU into this many logical devices (1: leave it whole). For testing the
+    # multi-device code paths (MirroredStrategy over several GPUs) on a machine without GPUs.
+    logical_cpu_devices: int = 1
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
     # Random distortions of training images, retrain.py's flags (see retrain.augment). Each

@@ -226,7 +226,8 @@ class ComputeBottlenecksFn(beam.DoFn):
 
 
 def decode_for_module(path, image_size, max_pixels):
-    """Reads an image as retrain does (Pillow, then preprocess.resize_for_module).
+    """Reads an image as retrain's image_batches does (preprocess.read_for_module, then the
+    same conversion to float), so both write the same vectors.
 
     Returns:
       float32 array [height, width, 3] in [0, 1].
@@ -234,7 +235,8 @@ def decode_for_module(path, image_size, max_pixels):
     Raises:
       images.ImageReadError: the file cannot be read or decoded.
     """
-    return preprocess.resize_for_module(images.read_image_file(path, max_pixels), image_size).numpy()
+    pixels = preprocess.read_for_module(path, image_size, max_pixels)
+    return tf.image.convert_image_dtype(pixels, tf.float32).numpy()
 
 
 def load_module_on_worker(module):

@@ -54,7 +54,9 @@ def record_dtype(feature_dim):
 def module_cache_dir(bottleneck_dir, module):
     """The cache folder for one module at one image size."""
     height, width = module.image_size
-    identity = f"{module.identity}|{height}x{width}|preprocess-v1"
+    # preprocess-v2: images are resized on 8-bit pixels and large JPEGs decoded at a reduced
+    # scale (retrain.preprocess), which changes vectors slightly from v1's.
+    identity = f"{module.identity}|{height}x{width}|preprocess-v2"
     digest = hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     readable = re.sub(r"[^A-Za-z0-9._-]+", "~", module.handle).strip("~")[-60:]
     return os.path.join(bottleneck_dir, f"{readable}_{height}x{width}_{digest}")

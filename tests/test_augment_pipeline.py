@@ -6,11 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 
 from retrain import augmentation
 from retrain import bottlenecks
-from retrain import cli
 from retrain import compare
 from retrain import dataset
 from retrain import evaluate
@@ -20,7 +18,7 @@ from retrain import train
 from retrain.augment import Distortions
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.errors import UserError
-from tests.conftest import fast_config
+from tests.conftest import fast_config, parse_retrain_flags
 
 DISTORTIONS = Distortions(random_crop=20, random_scale=10, random_brightness=20)
 DISTORTION_SETTINGS = {"random_crop": 20, "random_scale": 10, "random_brightness": 20}
@@ -190,19 +188,13 @@ def test_bad_settings_fail_before_any_work(tmp_path, tiny_module, colour_images,
     assert not (tmp_path / "out").exists()
 
 
-def _parse(argv):
-    flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
-    flag_values(["retrain", *argv])
-    return cli.config_from_flags(flag_values)
-
-
 def test_flags_reach_the_config():
-    config = _parse(["--image_dir=p", "--flip_left_right", "--random_crop=10", "--random_scale=5",
-                     "--random_brightness=15", "--augmentation_copies=2"])
+    config = parse_retrain_flags(["--image_dir=p", "--flip_left_right", "--random_crop=10",
+                                  "--random_scale=5", "--random_brightness=15",
+                                  "--augmentation_copies=2"])
     assert (config.flip_left_right, config.random_crop, config.random_scale,
             config.random_brightness, config.augmentation_copies) == (True, 10, 5, 15, 2)
-    defaults = _parse(["--image_dir=p"])
+    defaults = parse_retrain_flags(["--image_dir=p"])
     assert (defaults.flip_left_right, defaults.random_crop, defaults.augmentation_copies) == (
         False, 0, None)
 

@@ -4,22 +4,15 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
 
 from retrain import cli
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
-
-
-def _parse(argv):
-    flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
-    flag_values(["retrain", *argv])
-    return cli.config_from_flags(flag_values)
+from tests.conftest import parse_retrain_flags
 
 
 def test_defaults_match_retrain_py():
-    config = _parse(["--image_dir=photos"])
+    config = parse_retrain_flags(["--image_dir=photos"])
     assert config == RetrainConfig(image_dir="photos")
     assert (config.how_many_training_steps, config.learning_rate, config.train_batch_size) == (4000, 0.01, 100)
     assert (config.testing_percentage, config.validation_percentage, config.eval_step_interval) == (10, 10, 10)
@@ -30,8 +23,9 @@ def test_defaults_match_retrain_py():
 
 
 def test_flags_reach_the_config():
-    config = _parse(["--image_dir=p", "--how_many_training_steps=7", "--tfhub_module=/m",
-                     "--image_size=224x200", "--bottleneck_dir=/cache", "--print_misclassified_test_images"])
+    config = parse_retrain_flags(["--image_dir=p", "--how_many_training_steps=7",
+                                  "--tfhub_module=/m", "--image_size=224x200",
+                                  "--bottleneck_dir=/cache", "--print_misclassified_test_images"])
     assert config.how_many_training_steps == 7 and config.tfhub_module == "/m"
     assert config.image_size == (224, 200) and config.bottleneck_dir == "/cache"
     assert config.print_misclassified_test_images

@@ -24,7 +24,7 @@ from retrain import label_image
 from retrain import pipeline
 from retrain import tflite_export
 from retrain.errors import UserError
-from tests.conftest import fast_config
+from tests.conftest import fast_config, parse_retrain_flags
 
 MAX_PIXELS = 10 ** 8
 
@@ -302,29 +302,20 @@ def test_representative_sample_is_seeded_and_keeps_order():
     assert tflite_export.sample_paths(paths[:10], 100, seed=0) == paths[:10]
 
 
-def _parse_retrain_flags(argv):
-    from absl import flags  # pylint: disable=import-outside-toplevel
-    from retrain import cli  # pylint: disable=import-outside-toplevel
-    flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
-    flag_values(["retrain", *argv])
-    return cli.config_from_flags(flag_values)
-
-
 def test_tflite_flags_reach_the_config():
-    config = _parse_retrain_flags(["--tflite_output_file=m.tflite", "--tflite_quantization=int8",
+    config = parse_retrain_flags(["--tflite_output_file=m.tflite", "--tflite_quantization=int8",
                                    "--tflite_int8_input=uint8",
                                    "--tflite_representative_images=20"])
     assert (config.tflite_output_file, config.tflite_quantization) == ("m.tflite", "int8")
     assert (config.tflite_int8_input, config.tflite_representative_images) == ("uint8", 20)
-    default = _parse_retrain_flags([])
+    default = parse_retrain_flags([])
     assert (default.tflite_output_file, default.tflite_quantization) == (None, "none")
 
 
 def test_unknown_quantization_flag_is_refused():
     from absl import flags  # pylint: disable=import-outside-toplevel
     with pytest.raises(flags.IllegalFlagValueError, match="int4"):
-        _parse_retrain_flags(["--tflite_quantization=int4"])
+        parse_retrain_flags(["--tflite_quantization=int4"])
 
 
 @pytest.mark.parametrize("output_format", ["text", "json"])

@@ -12,30 +12,22 @@ import pytest
 from absl import flags
 
 from retrain import checkpoint
-from retrain import cli
 from retrain import pipeline
 from retrain import sampling
 from retrain.errors import UserError
-from tests.conftest import fast_config
-
-
-def _parse(argv):
-    flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
-    flag_values(["retrain", *argv])
-    return cli.config_from_flags(flag_values)
+from tests.conftest import fast_config, parse_retrain_flags
 
 
 def test_flags_reach_the_config_and_checkpoints_default_under_output_dir():
-    defaults = _parse(["--image_dir=p"])
+    defaults = parse_retrain_flags(["--image_dir=p"])
     assert (defaults.class_balance, defaults.resume) == ("classes", False)
     assert defaults.resolved().checkpoint_path == os.path.join("retrain_output", "checkpoints")
-    config = _parse(["--image_dir=p", "--class_balance=loss_weight", "--resume",
+    config = parse_retrain_flags(["--image_dir=p", "--class_balance=loss_weight", "--resume",
                      "--checkpoint_path=/state", "--checkpoint_every_seconds=2.5"])
     assert (config.class_balance, config.resume) == ("loss_weight", True)
     assert (config.checkpoint_path, config.checkpoint_every_seconds) == ("/state", 2.5)
     with pytest.raises(flags.IllegalFlagValueError):
-        _parse(["--image_dir=p", "--class_balance=balanced"])
+        parse_retrain_flags(["--image_dir=p", "--class_balance=balanced"])
 
 
 def _head_state(output_dir):

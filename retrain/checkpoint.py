@@ -79,12 +79,9 @@ def state_file(directory):
 
 def save_state(directory, state):
     """Writes state to directory/state.npz atomically (a reader sees the old or the new file)."""
-    meta = {"version": _FORMAT_VERSION, "next_step": state.next_step, "history": state.history,
-            "fingerprint": state.fingerprint}
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)),
-             **{name: getattr(state, name) for name in _ARRAYS})
-    files.write_file_atomically(state_file(directory), buffer.getvalue(), flag="--checkpoint_path")
+    write_archive(state_file(directory), {name: getattr(state, name) for name in _ARRAYS},
+                  {"next_step": state.next_step, "history": state.history,
+                   "fingerprint": state.fingerprint})
 
 
 def load_state(directory):
@@ -96,17 +93,41 @@ def load_state(directory):
     path = state_file(directory)
     if not os.path.exists(path):
         return None
+    arrays, meta = read_archive(path, "checkpoint")
     try:
-        with np.load(path, allow_pickle=False) as saved:
-            meta = json.loads(str(saved["meta"]))
-            arrays = {name: saved[name] for name in _ARRAYS}
-        if meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"format version {meta.get('version')}")
         return HeadState(next_step=int(meta["next_step"]), history=meta["history"],
-                         fingerprint=meta["fingerprint"], **arrays)
+                         fingerprint=meta["fingerprint"], **{name: arrays[name] for name in _ARRAYS})
+    except KeyError as error:
+        raise UserError(f"Cannot read the checkpoint {path!r} (no {error}); drop --resume to "
+                        "start over, or pass a new --checkpoint_path.") from error
+
+
+def write_archive(path, arrays, metadata):
+    """Writes named arrays and a JSON-serialisable metadata dict as one .npz file, atomically
+    (a reader sees the old file or the new one). Head and fine-tuning checkpoints use it."""
+    buffer = io.BytesIO()
+    metadata = dict(metadata, format_version=_FORMAT_VERSION)
+    np.savez(buffer, metadata=np.array(json.dumps(metadata)), **arrays)
+    files.write_file_atomically(path, buffer.getvalue(), flag="--checkpoint_path")
+
+
+def read_archive(path, what):
+    """({name: np.ndarray}, metadata dict) from a file write_archive wrote.
+
+    Raises:
+      UserError: naming `what` (e.g. "checkpoint"), when the file cannot be read or comes from
+        another format version.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            metadata = json.loads(str(archive["metadata"]))
+            arrays = {name: archive[name] for name in archive.files if name != "metadata"}
+        if metadata.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"format version {metadata.get('format_version')}")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise UserError(f"Cannot read the checkpoint {path!r} ({error}); drop --resume to start "
+        raise UserError(f"Cannot read the {what} {path!r} ({error}); drop --resume to start "
                         "over, or pass a new --checkpoint_path.") from error
+    return arrays, metadata
 
 
 def check_fingerprint(saved, current, directory):

@@ -10,19 +10,15 @@ npz (not tf.train.Checkpoint) because a single file can be renamed into place at
 """
 
 import dataclasses
-import io
-import json
 import os
 
 from absl import logging
-import numpy as np
 
-from retrain import files
+from retrain import checkpoint
 from retrain.errors import UserError
 
 BEST_FILE = "best.npz"
 LATEST_FILE = "latest.npz"
-_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -88,24 +84,11 @@ def load_latest(directory, description):
 
 
 def _save(path, arrays, metadata):
-    buffer = io.BytesIO()
-    metadata = dict(metadata, format_version=_FORMAT_VERSION)
-    np.savez(buffer, metadata=np.array(json.dumps(metadata)),
-             **{f"array_{index:05d}": array for index, array in enumerate(arrays)})
-    files.write_file_atomically(path, buffer.getvalue(), flag="--checkpoint_path")
+    checkpoint.write_archive(path, {f"array_{index:05d}": array
+                                    for index, array in enumerate(arrays)}, metadata)
 
 
 def _load(path):
-    """([np.ndarray], metadata dict) from a file _save wrote."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            metadata = json.loads(str(archive["metadata"]))
-            names = sorted(name for name in archive.files if name.startswith("array_"))
-            arrays = [archive[name] for name in names]
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"Cannot read the fine-tuning checkpoint {path!r} ({error}); drop --resume "
-                        "to start over, or pass another --checkpoint_path.") from error
-    if metadata.get("format_version") != _FORMAT_VERSION:
-        raise UserError(f"The fine-tuning checkpoint {path!r} is from another version of retrain; "
-                        "drop --resume to start over.")
-    return arrays, metadata
+    """([np.ndarray] in the order _save got them, metadata dict) from a file _save wrote."""
+    arrays, metadata = checkpoint.read_archive(path, "fine-tuning checkpoint")
+    return [arrays[name] for name in sorted(arrays)], metadata

@@ -258,3 +258,10 @@ def test_compare_has_a_fine_tuned_row(tmp_path, tiny_module, colour_images):
     assert fine_tuned.error == "" and fine_tuned.test_top1_accuracy == 1.0
     with open(os.path.join(fine_tuned.output_dir, "metrics.json"), encoding="utf-8") as metrics:
         assert json.load(metrics)["fine_tune"]["history"]["steps"] == [0, 5, 9]
+
+
+def test_a_corrupt_fine_tuning_checkpoint_is_a_one_line_error(tmp_path):
+    # A truncated .npz is a zipfile.BadZipFile, not an OSError: it must still become a UserError.
+    (tmp_path / finetune_checkpoint.LATEST_FILE).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match="Cannot read the fine-tuning checkpoint .*drop --resume"):
+        finetune_checkpoint.load_latest(str(tmp_path), {})

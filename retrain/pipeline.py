@@ -56,16 +56,15 @@ def run(config):
                                  config.tflite_int8_input)
     with timer("find_images"):
         collection = dataset.find_images(config.image_dir)
-    split.check_split_possible(collection.images, collection.labels,
-                               config.validation_percentage, config.testing_percentage)
+    # Split now: it checks every class can fill each split before anything is written.
+    splits = split.split_images(collection.images, collection.labels,
+                                config.validation_percentage, config.testing_percentage)
     check_training_settings(config, collection.labels)
     with timer("resolve_module"):
         module = resolve(config)
     if config.fine_tune:
         finetune.check_fine_tunable(module, config.fine_tune_layers)
     check_outputs_writable(config)
-    splits = split.split_images(collection.images, collection.labels,
-                                config.validation_percentage, config.testing_percentage)
     with timer("bottlenecks"):
         vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
                                               config.bottleneck_batch_size, config.max_image_pixels,
@@ -208,7 +207,7 @@ def fine_tune(config, module, head, data):
         eval_interval=config.fine_tune_eval_interval,
         validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
-        inference_batch_size=config.bottleneck_batch_size or bottlenecks.default_batch_size(),
+        inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
         distortions=distortions(config) if config.any_distortion() else None)
     checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,

@@ -50,7 +50,7 @@ def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixe
       training: (features float32 [n, D], labels int32 [n], [dataset.ImageFile] of n).
       module: modules.FeatureModule the features come from.
       bottleneck_dir: root of the bottleneck cache, shared with the originals.
-      batch_size: images per forward pass (None: bottlenecks.default_batch_size()).
+      batch_size: images per forward pass (None: devices.default_batch_size()).
       max_pixels: larger images are skipped (see images.decode_image).
       distortions: augment.Distortions, checked with augment.check_settings.
       copies: int >= 0, variants per training image; 0 returns training unchanged.

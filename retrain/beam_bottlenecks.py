@@ -23,8 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 import tensorflow as tf
 
-from retrain import bottlenecks
 from retrain import dataset
+from retrain import devices
 from retrain import images
 from retrain import modules
 from retrain import preprocess
@@ -80,7 +80,7 @@ def compute_cache(config, pipeline_args):
                  len(wanted) - len(tasks), len(wanted), len(tasks))
     counts = {_COMPUTED: 0, _UNDECODABLE: 0}
     if tasks:
-        batch_size = config.bottleneck_batch_size or bottlenecks.default_batch_size()
+        batch_size = config.bottleneck_batch_size or devices.default_batch_size()
         with root:
             add_compute_transforms(root, tasks, module, cache.directory, feature_dim, batch_size,
                                    config.max_image_pixels)

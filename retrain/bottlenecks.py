@@ -36,11 +36,6 @@ class Bottlenecks:
     computed: int  # how many vectors this run computed (the rest came from the cache)
 
 
-def default_batch_size():
-    """Images per forward pass: small batches are fastest on CPU, large ones feed a GPU."""
-    return devices.default_batch_size()
-
-
 def default_memory_budget():
     """Bytes the bottlenecks may take in memory: half of what is available at the start, the
     other half left for TensorFlow, the module and everything else on the machine."""
@@ -63,7 +58,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
       image_files: [dataset.ImageFile] to get vectors for; the result keeps their order.
       module: modules.FeatureModule.
       bottleneck_dir: root of the cache (each module gets a subfolder).
-      batch_size: images per forward pass of the module (None: default_batch_size()).
+      batch_size: images per forward pass of the module (None: devices.default_batch_size()).
       max_pixels: larger images are skipped (see images.decode_image).
       memory_budget: bytes the vectors may take in memory (None: default_memory_budget());
         beyond it (see fits_in_memory) they are read from the cache as training needs them.
@@ -86,7 +81,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
         cache.prepare({"handle": module.handle, "identity": module.identity,
                        "image_size": list(module.image_size), "feature_dim": feature_dim})
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
-                                                batch_size or default_batch_size(), max_pixels,
+                                                batch_size or devices.default_batch_size(), max_pixels,
                                                 distortions)
         # The new vectors are in the cache now: read everything from there, in one way.
         shards = cache.open_shards(feature_dim)

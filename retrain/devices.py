@@ -40,10 +40,6 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
-def replica_count(strategy):
-    return strategy.num_replicas_in_sync
-
-
 def default_batch_size():
     """Images per forward pass: 16 per CPU device (the fastest measured on CPU in
     scripts/benchmark.py), 64 per GPU, times the devices distribution_strategy() uses."""

@@ -91,19 +91,17 @@ def load_images(image_files, image_size, max_pixels):
     # Imported here so that compare's --help, which reads BaselineSettings, does not wait
     # for TensorFlow.
     from retrain import preprocess  # pylint: disable=import-outside-toplevel
-    errors = {}
-    batches = preprocess.image_batches([image.path for image in image_files],
-                                       (image_size, image_size), 64, max_pixels, errors)
+    batches = preprocess.pixel_batches([image.path for image in image_files],
+                                       (image_size, image_size), 64, max_pixels)
     pixels, usable, failed = [], [], []
-    for indices, batch, decoded in batches:
-        # uint8 is a quarter of float32's memory; the model rescales it.
-        batch = np.round(batch.numpy() * 255).astype(np.uint8)
-        for index, image, ok in zip(indices.numpy(), batch, decoded.numpy()):
-            if ok:
+    for batch in batches:
+        # Kept as uint8, a quarter of float32's memory; the model rescales it.
+        for index, image, error in zip(batch.indices, batch.pixels, batch.errors):
+            if error is None:
                 pixels.append(image)
                 usable.append(image_files[index])
             else:
-                failed.append(dataset.SkippedFile(image_files[index].path, errors.pop(index)))
+                failed.append(dataset.SkippedFile(image_files[index].path, error))
     stacked = (np.stack(pixels) if pixels
                else np.zeros([0, image_size, image_size, 3], np.uint8))
     return stacked, usable, failed

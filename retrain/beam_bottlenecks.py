@@ -21,8 +21,8 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
-import tensorflow as tf
 
+from retrain import bottlenecks
 from retrain import dataset
 from retrain import devices
 from retrain import images
@@ -197,8 +197,7 @@ class ComputeBottlenecksFn(beam.DoFn):
             raise UserError(f"The bottleneck cache folder {self._cache_dir!r} does not exist on this "
                             "worker; pass a --bottleneck_dir on a filesystem every worker mounts.")
         layer = load_module_on_worker(self._module)
-        self._extract = tf.function(lambda batch: layer(batch, training=False),
-                                    reduce_retracing=True)
+        self._extract = bottlenecks.pixel_forward(layer, self._module.image_size)
         self._progress = _WorkerProgress()
 
     def start_bundle(self):
@@ -209,7 +208,8 @@ class ComputeBottlenecksFn(beam.DoFn):
         for path_bytes, content_key in batch:
             path = os.fsdecode(path_bytes)
             try:
-                pixels.append(decode_for_module(path, self._module.image_size, self._max_pixels))
+                pixels.append(preprocess.read_for_module(path, self._module.image_size,
+                                                         self._max_pixels))
                 keys.append(content_key)
             except images.ImageReadError as error:
                 logging.warning("Skipping %s: %s", dataset.display_path(path), error)
@@ -223,20 +223,6 @@ class ComputeBottlenecksFn(beam.DoFn):
 
     def finish_bundle(self):
         self._writer.flush()
-
-
-def decode_for_module(path, image_size, max_pixels):
-    """Reads an image as retrain's image_batches does (preprocess.read_for_module, then the
-    same conversion to float), so both write the same vectors.
-
-    Returns:
-      float32 array [height, width, 3] in [0, 1].
-
-    Raises:
-      images.ImageReadError: the file cannot be read or decoded.
-    """
-    pixels = preprocess.read_for_module(path, image_size, max_pixels)
-    return tf.image.convert_image_dtype(pixels, tf.float32).numpy()
 
 
 def load_module_on_worker(module):

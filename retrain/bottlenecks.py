@@ -1,8 +1,8 @@
 """Computing bottlenecks (the module's feature vectors) in batches, and caching them.
 
-A tf.data pipeline reads and decodes images in parallel (Pillow, in worker threads),
-resizes them with TensorFlow, and feeds the module full batches; the vectors go to the
-on-disk cache as they come, so an interrupted run resumes where it stopped.
+Worker threads read, decode and resize the images (preprocess.pixel_batches) a few batches
+ahead of the module, which gets full 8-bit batches; the vectors go to the on-disk cache as
+they come, so an interrupted run resumes where it stopped.
 """
 
 import dataclasses
@@ -133,28 +133,28 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
     """
     if not image_files:
         return {}, []
-    errors = {}
-    seeds = None
-    if distortions is not None:
+    paths = [image.path for image in image_files]
+    if distortions is None:
+        batches = preprocess.pixel_batches(paths, module.image_size, batch_size, max_pixels)
+    else:
         seeds = np.stack([augment.variant_seed(image.content_key) for image in image_files])
-    pipeline = preprocess.image_batches([image.path for image in image_files], module.image_size,
-                                        batch_size, max_pixels, errors, distortions, seeds)
+        batches = preprocess.distorted_batches(paths, module.image_size, batch_size, max_pixels,
+                                               distortions, seeds)
     extract = make_extractor(layer, module, batch_size,
                              strategy or devices.distribution_strategy())
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:
-        for indices, batch, decoded in pipeline:
-            features = extract(batch)
-            for index, vector, ok in zip(indices.numpy(), features, decoded.numpy()):
+        for batch in batches:
+            features = extract(batch.pixels)
+            for index, vector, error in zip(batch.indices, features, batch.errors):
                 image = image_files[index]
-                if ok:
+                if error is None:
                     vectors[image.content_key] = vector
                     writer.add(image.content_key, vector)
                 else:
-                    failed.append(dataset.SkippedFile(image.path, errors.pop(index)))
-                    logging.warning("Skipping %s: %s", dataset.display_path(image.path),
-                                    failed[-1].reason)
+                    failed.append(dataset.SkippedFile(image.path, error))
+                    logging.warning("Skipping %s: %s", dataset.display_path(image.path), error)
             progress.update(len(features))
     finally:
         writer.flush()  # Whatever was computed before an error or Ctrl-C is kept.
@@ -165,22 +165,35 @@ def make_extractor(layer, module, batch_size, strategy):
     """The module's forward pass on one batch, on every device of `strategy`.
 
     Returns:
-      A function: float32 tensor [n, H, W, 3] in [0, 1], n <= batch_size -> float32 numpy
-      array [n, D], row i belonging to image i.
+      A function: uint8 pixels, or float32 in [0, 1], [n, H, W, 3] with n <= batch_size ->
+      float32 numpy array [n, D], row i belonging to image i.
     """
-    height, width = module.image_size
-    # A batch dimension of None: the last, partial batch reuses the one trace.
-    signature = [tf.TensorSpec([None, height, width, 3], tf.float32)]
     if strategy.num_replicas_in_sync == 1:
-        forward = tf.function(lambda batch: layer(batch, training=False), input_signature=signature)
+        forward = pixel_forward(layer, module.image_size)
         return lambda batch: forward(batch).numpy()
     with strategy.scope():
         # Loaded in the scope, the module's variables are mirrored: copied to each device once.
         mirrored = hub.KerasLayer(module.saved_model_dir, trainable=False)
     # One graph runs every device's share at once (strategy.run inside tf.function).
     forward = tf.function(lambda slices: strategy.run(
-        lambda batch: mirrored(batch, training=False), args=(slices,)))
+        lambda batch: mirrored(preprocess.as_unit_float(batch), training=False), args=(slices,)))
     return functools.partial(_extract_mirrored, forward, strategy, batch_size)
+
+
+def pixel_forward(layer, image_size):
+    """The module's forward pass as a tf.function of uint8 or float32 images [n, H, W, 3].
+
+    8-bit pixels become float32 inside the graph, after they reach it: a quarter of the bytes
+    to hand over. The Beam workers use this very function, so both write the same vectors.
+    """
+    height, width = image_size
+    traced = {}
+    for dtype in (tf.uint8, tf.float32):
+        # A batch dimension of None: the last, partial batch reuses the one trace.
+        traced[dtype] = tf.function(
+            lambda batch: layer(preprocess.as_unit_float(batch), training=False),
+            input_signature=[tf.TensorSpec([None, height, width, 3], dtype)])
+    return lambda batch: traced[tf.as_dtype(batch.dtype)](batch)
 
 
 def _extract_mirrored(forward, strategy, batch_size, batch):

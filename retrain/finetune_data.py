@@ -101,18 +101,19 @@ def apply_to_images(function, image_files, image_size, batch_size, max_pixels, w
       (outputs float32 [n, ...] in image order, ok bool [n]); images that cannot be read
       give ok False and zero outputs, and a warning naming them.
     """
-    errors = {}
-    batches = preprocess.image_batches([image.path for image in image_files], image_size,
-                                       batch_size, max_pixels, errors)
+    batches = preprocess.pixel_batches([image.path for image in image_files], image_size,
+                                       batch_size, max_pixels)
     progress = ProgressLogger(what, len(image_files)) if what else None
     outputs, oks = [], []
-    for _, images, ok in batches:
-        outputs.append(function(images).numpy())
-        oks.append(ok.numpy())
+    for batch in batches:
+        outputs.append(function(preprocess.as_unit_float(batch.pixels)).numpy())
+        oks.append(batch.ok)
         if progress:
-            progress.update(len(oks[-1]))
-    for index, reason in sorted(errors.items()):
-        logging.warning("Skipping %s: %s", dataset.display_path(image_files[index].path), reason)
+            progress.update(len(batch.indices))
+        for index, error in zip(batch.indices, batch.errors):
+            if error is not None:
+                logging.warning("Skipping %s: %s", dataset.display_path(image_files[index].path),
+                                error)
     if not outputs:
         return None, np.zeros([0], bool)
     stacked = np.concatenate(outputs)

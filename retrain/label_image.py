@@ -74,21 +74,19 @@ def find_image_files(image_dir):
 def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT_MAX_PIXELS):
     """Yields a Prediction per path, in order; unreadable files carry an error instead.
 
-    Files are read, decoded and resized by the tf.data pipeline that computes bottlenecks in
-    training (preprocess.image_batches), in worker threads while the model runs on the
-    previous batch. batch_size None: devices.default_batch_size(), the fastest measured.
+    Files are read, decoded and resized by the reader that computes bottlenecks in training
+    (preprocess.pixel_batches), in worker threads while the model runs on the previous batch.
+    batch_size None: devices.default_batch_size(), the fastest measured.
     """
-    errors = {}
-    pipeline = preprocess.image_batches(paths, classifier.image_size,
-                                        batch_size or devices.default_batch_size(), max_pixels,
-                                        errors)
-    for indices, batch, decoded in pipeline:
-        probabilities = classifier.predict(batch)
-        for index, row, ok in zip(indices.numpy(), probabilities, decoded.numpy()):
-            if ok:
+    batches = preprocess.pixel_batches(paths, classifier.image_size,
+                                       batch_size or devices.default_batch_size(), max_pixels)
+    for batch in batches:
+        probabilities = classifier.predict(preprocess.as_unit_float(batch.pixels))
+        for index, row, error in zip(batch.indices, probabilities, batch.errors):
+            if error is None:
                 yield Prediction(paths[index], probabilities=row)
             else:
-                yield Prediction(paths[index], error=errors.pop(index))
+                yield Prediction(paths[index], error=error)
 
 
 def top_predictions(prediction, labels, count):

@@ -1,14 +1,20 @@
 """Turning image files into what a TF Hub image module expects: float32 [H, W, 3] in [0, 1].
 
-Training (bottlenecks) and label_image read files through one pipeline, image_batches:
+Training (bottlenecks) and label_image read files through one reader, pixel_batches:
 Pillow decodes (a large JPEG at a fraction of its size) and resizes with an antialiased
-bilinear filter on 8-bit pixels, in parallel, while the network runs. The exported model's
+bilinear filter on 8-bit pixels, in worker threads, while the network runs on the previous
+batch. Fine-tuning, which needs a tf.data pipeline, reads through image_batches, which
+calls the same read_for_module per file. The exported model's
 bytes signature cannot call Pillow: it decodes and resizes with TensorFlow
 (decode_and_resize), the same filter in float32, which agrees with the Pillow path to one
 level in 255 for a PNG. Distortions (augment) also resize with TensorFlow (resize_for_module).
 """
 
+import collections
+import concurrent.futures
+import dataclasses
 import functools
+import os
 
 import numpy as np
 from PIL import Image
@@ -72,7 +78,7 @@ def resize_pixels(pixels, image_size):
 
 
 def read_for_module(path, image_size, max_pixels):
-    """Reads one image file and resizes it for the module: what image_batches does per file.
+    """Reads one image file and resizes it for the module: what pixel_batches and image_batches do per file.
 
     A JPEG twice the input size or larger is decoded at a fraction of its size first
     (images.decode_image's draft_size), which makes camera photos many times faster to read.
@@ -87,11 +93,128 @@ def read_for_module(path, image_size, max_pixels):
                          image_size)
 
 
+@dataclasses.dataclass
+class PixelBatch:
+    """Consecutive images of a pixel_batches run, resized for the module, 8-bit."""
+
+    indices: np.ndarray  # int64 [n]: each image's position in the paths read
+    # uint8 [n, H, W, 3] (from distorted_batches: float32 in [0, 1]); zeros for an image that
+    # could not be read.
+    pixels: object
+    errors: list  # [str or None]: why image i could not be read, None if it was
+
+    @property
+    def ok(self):
+        """bool [n]: whether image i was read."""
+        return np.array([error is None for error in self.errors], dtype=bool)
+
+
+# Images one reader task decodes: small enough that a batch is shared among many threads
+# (a GPU batch of 512 would otherwise sit on one core), large enough that the Python
+# bookkeeping per task stays negligible next to decoding.
+_READ_CHUNK = 8
+
+
+def reader_threads():
+    """Threads that decode images: one per core this process may use.
+
+    On a CPU-only machine the network keeps every core busy and the readers only fill the
+    gaps (they are at most a few chunks ahead); with a GPU they are what keeps it fed.
+    """
+    return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1, 1)
+
+
+def pixel_batches(paths, image_size, batch_size, max_pixels, threads=None):
+    """Reads image files with read_for_module in worker threads, a few batches ahead.
+
+    Plain Python threads, not tf.data: Pillow releases the GIL while it decodes and resizes,
+    and a batch is decoded in chunks straight into its array, which costs measurably less
+    CPU per image than a tf.data map (scripts/benchmark.py). That matters on a CPU-only
+    machine, where every cycle the reader takes is one the network does not get.
+
+    Args:
+      paths: image files.
+      image_size: (height, width) the module expects.
+      batch_size: images per batch (the last batch may be smaller).
+      max_pixels: larger images are not decoded (see images.decode_image).
+      threads: reader threads (None: reader_threads()).
+
+    Yields:
+      PixelBatch for paths[0:batch_size], paths[batch_size:2 * batch_size], ..., in order.
+      An unreadable file never stops the reader: its batch carries the reason.
+    """
+    threads = threads or reader_threads()
+    chunks_per_batch = -(-min(batch_size, len(paths) or 1) // _READ_CHUNK)
+    # Enough batches in flight that every thread has a chunk to read, and one more batch.
+    batches_ahead = -(-threads // chunks_per_batch) + 1
+    starts = iter(range(0, len(paths), batch_size))
+    read_chunk = functools.partial(_read_chunk, paths, image_size, max_pixels)
+    with concurrent.futures.ThreadPoolExecutor(threads, "retrain-reader") as pool:
+        in_flight = collections.deque()
+
+        def submit_next_batch():
+            start = next(starts, None)
+            if start is None:
+                return
+            indices = np.arange(start, min(start + batch_size, len(paths)), dtype=np.int64)
+            batch = PixelBatch(indices, np.empty([len(indices), *image_size, 3], np.uint8),
+                               [None] * len(indices))
+            tasks = [pool.submit(read_chunk, batch, first, first + _READ_CHUNK)
+                     for first in range(0, len(indices), _READ_CHUNK)]
+            in_flight.append((batch, tasks))
+
+        try:
+            for _ in range(batches_ahead):
+                submit_next_batch()
+            while in_flight:
+                batch, tasks = in_flight.popleft()
+                submit_next_batch()
+                for task in tasks:
+                    task.result()
+                yield batch
+        finally:
+            # Stopped early (an error, Ctrl-C, a consumer that has enough): no more reading.
+            for _, tasks in in_flight:
+                for task in tasks:
+                    task.cancel()
+
+
+def _read_chunk(paths, image_size, max_pixels, batch, first, stop):
+    """Reads batch's images first..stop-1 into batch.pixels, recording failures in batch.errors."""
+    for row in range(first, min(stop, len(batch.indices))):
+        try:
+            batch.pixels[row] = read_for_module(paths[batch.indices[row]], image_size, max_pixels)
+        except images.ImageReadError as error:
+            batch.pixels[row] = 0
+            batch.errors[row] = str(error)
+
+
+def as_unit_float(pixels):
+    """uint8 pixels (array or tensor, any shape) -> float32 tensor in [0, 1]; float32 passes."""
+    return tf.image.convert_image_dtype(pixels, tf.float32)
+
+
+def distorted_batches(paths, image_size, batch_size, max_pixels, distortions, seeds):
+    """PixelBatch-es of distorted variants: image i is augment's variant for seeds[i].
+
+    The distortions run in TensorFlow, so these come from image_batches' tf.data pipeline;
+    their pixels are float32 in [0, 1].
+    """
+    errors = {}
+    for indices, pixels, ok in image_batches(paths, image_size, batch_size, max_pixels, errors,
+                                             distortions, seeds):
+        indices = indices.numpy()
+        yield PixelBatch(indices, pixels, [None if read else errors.pop(index)
+                                           for index, read in zip(indices, ok.numpy())])
+
+
 def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions=None,
                   seeds=None):
     """A tf.data pipeline that reads, decodes and resizes image files in parallel.
 
-    Each file is read by read_for_module (Pillow) in one of tf.data's worker threads, and
+    For consumers that need a tf.data.Dataset (fine-tuning maps labels onto it); loops over
+    batches use pixel_batches, which is cheaper. Each file is read by read_for_module (Pillow) in one of tf.data's worker threads, and
     batches stay 8-bit until the last step; an unreadable file yields a blank image with
     ok=False and its reason in `errors[index]`, so one bad file never stops the pipeline.
 

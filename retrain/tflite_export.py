@@ -105,7 +105,7 @@ def sample_paths(paths, count, seed):
 def representative_dataset(paths, image_size, max_pixels):
     """A callable for TFLiteConverter that yields training images one at a time.
 
-    Images are decoded and resized exactly as for training (preprocess.image_batches), so
+    Images are decoded and resized exactly as for training (preprocess.pixel_batches), so
     the calibrated ranges are the ones the model sees. Unreadable files are left out.
 
     Yields:
@@ -113,10 +113,10 @@ def representative_dataset(paths, image_size, max_pixels):
     """
     def generate():
         pinned = False
-        for _, batch, decoded in preprocess.image_batches(paths, image_size, 1, max_pixels, {}):
-            if not decoded.numpy()[0]:
+        for batch in preprocess.pixel_batches(paths, image_size, 1, max_pixels):
+            if not batch.ok[0]:
                 continue
-            image = batch.numpy()
+            image = preprocess.as_unit_float(batch.pixels).numpy()
             if not pinned:
                 # One black and one white pixel pin the input's calibrated range to exactly
                 # [0, 1], so a uint8 input is the plain 0..255 pixel value a camera gives.

@@ -446,6 +446,8 @@ def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
+    if args.work_dir:
+        os.makedirs(args.work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
         if not {"ceiling", "bottlenecks", "label_image", "cold_start"} <= skip:
             module = modules.resolve_module(

@@ -111,6 +111,49 @@ def test_image_batches_are_read_for_module_in_order_and_skip_bad_files(tmp_path)
                                           tf.image.convert_image_dtype(expected, tf.float32))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("batch_size", [1, 5, 12, 40])
+def test_pixel_batches_are_read_for_module_in_order_and_skip_bad_files(tmp_path, threads,
+                                                                       batch_size):
+    """Whatever the threads and however batches split into reader chunks (8 images), each
+    batch holds consecutive images exactly as read_for_module reads them."""
+    paths = _write_images(str(tmp_path), 21)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    paths.insert(9, str(broken))
+    batches = list(preprocess.pixel_batches(paths, (24, 20), batch_size, 10**8, threads))
+    assert [len(batch.indices) for batch in batches[:-1]] == [batch_size] * (len(batches) - 1)
+    assert np.concatenate([batch.indices for batch in batches]).tolist() == list(range(22))
+    pixels = np.concatenate([batch.pixels for batch in batches])
+    errors = sum((batch.errors for batch in batches), [])
+    assert pixels.dtype == np.uint8 and pixels.shape == (22, 24, 20, 3)
+    assert np.concatenate([batch.ok for batch in batches]).tolist() == [i != 9 for i in range(22)]
+    assert "cannot decode" in errors[9] and errors.count(None) == 21
+    assert not pixels[9].any()
+    for index, path in enumerate(paths):
+        if index != 9:
+            np.testing.assert_array_equal(pixels[index],
+                                          preprocess.read_for_module(path, (24, 20), 10**8))
+
+
+def test_pixel_batches_stop_reading_when_the_consumer_stops(tmp_path, monkeypatch):
+    """A consumer that stops early (Ctrl-C, an error) leaves no reader reading on: at most the
+    batches already in flight were read."""
+    paths = _write_images(str(tmp_path), 4) * 50
+    reads = []
+    real_read = preprocess.read_for_module
+    monkeypatch.setattr(preprocess, "read_for_module",
+                        lambda *args: reads.append(1) or real_read(*args))
+    batches = preprocess.pixel_batches(paths, (8, 8), 8, 10**8, threads=2)
+    next(batches)
+    batches.close()  # Waits for the reader threads.
+    assert 8 <= len(reads) <= 8 * 4
+
+
+def test_pixel_batches_of_no_paths_are_none(tmp_path):
+    assert not list(preprocess.pixel_batches([], (8, 8), 4, 10**8))
+
+
 def test_training_pixels_match_the_bytes_signature_for_png(tmp_path):
     """The exported serving_bytes path (TensorFlow) and training (Pillow) agree to one level."""
     paths = [path for path in _write_images(str(tmp_path), 6) if path.endswith(".png")]

@@ -103,7 +103,7 @@ def define_training_flags(flag_values=FLAGS):
     integer("validation_percentage", _DEFAULTS.validation_percentage,
             "Percent of images held out for validation during training.")
     integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
-            "Images per forward pass when computing bottlenecks. Default: 16 on CPU, 64 on GPU.",
+            "Images per forward pass when computing bottlenecks. Default: 4 on CPU, 64 per GPU.",
             lower_bound=1)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
@@ -249,6 +249,7 @@ def _fail(message, status=2):
 
 
 def run_main():
+    console.skip_garbage_collection_at_exit()
     # `retrain compare ...` is its own command with its own flags.
     if sys.argv[1:2] == ["compare"]:
         from retrain import compare_cli  # pylint: disable=import-outside-toplevel

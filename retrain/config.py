@@ -62,7 +62,8 @@ class RetrainConfig:
     validation_percentage: int = 10
     print_misclassified_test_images: bool = False
 
-    # None: 16 on CPU (the fastest in scripts/benchmark.py on 2 cores), 64 with a GPU.
+    # None: devices.default_batch_size(): 4 per CPU device (the fastest measured on 2 cores),
+    # 64 per GPU.
     bottleneck_batch_size: Optional[int] = None
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     # MB the bottleneck array may take in memory, counted twice (the array and training's copy

@@ -1,5 +1,7 @@
 """What both command-line tools share: quiet, readable logging and one-line errors."""
 
+import atexit
+import gc
 import logging as std_logging
 import os
 import sys
@@ -21,6 +23,17 @@ def configure_logging():
     # is set up when TensorFlow is imported, so it is quietened after the import.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     tf.get_logger().setLevel(std_logging.WARNING)
+
+
+def skip_garbage_collection_at_exit():
+    """Saves about a second at the end of every command.
+
+    When the interpreter exits, its last garbage collection walks every object TensorFlow
+    created, which took 1.1 s after a bare `import tensorflow` (2 cores); the memory goes back
+    to the system either way. Frozen objects are not walked. atexit handlers (absl's log
+    flushing among them) still run, before this one: handlers run last-registered first.
+    """
+    atexit.register(gc.freeze)
 
 
 def print_error(program, message):

@@ -40,10 +40,18 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
+# Images per forward pass on one CPU device. On 2 cores (scripts/benchmark.py --batch_sizes)
+# efficientnet_lite2 was fastest at 4 (48 images/s; 45 at 6, 42 at 8) and efficientnet_lite0
+# nearly so (97 at 4, 100 at 6, 94 at 8, about 80 at 16): larger batches outgrow the CPU's
+# caches. A machine with many cores may prefer more: measure with the benchmark.
+CPU_BATCH_SIZE = 4
+GPU_BATCH_SIZE = 64
+
+
 def default_batch_size():
-    """Images per forward pass: 16 per CPU device (the fastest measured on CPU in
-    scripts/benchmark.py), 64 per GPU, times the devices distribution_strategy() uses."""
-    per_device = 64 if tf.config.list_physical_devices("GPU") else 16
+    """Images per forward pass: CPU_BATCH_SIZE per CPU device, GPU_BATCH_SIZE per GPU, times
+    the devices distribution_strategy() uses."""
+    per_device = GPU_BATCH_SIZE if tf.config.list_physical_devices("GPU") else CPU_BATCH_SIZE
     return per_device * max(len(_parallel_devices()), 1)
 
 

@@ -35,7 +35,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_enum("output_format", "text", ["text", "json"],
                       "text: 'label score' lines, after the image's path when there are several "
                       "images; json: one JSON object per image and line.", flag_values=flag_values)
-    integer("batch_size", None, "Images per forward pass. Default: 16 on CPU (the fastest "
+    integer("batch_size", None, "Images per forward pass. Default: 4 on CPU (the fastest "
             "measured), 64 per GPU.", lower_bound=1)
     flags.DEFINE_boolean("evaluate", False, "Treat each subfolder of --image_dir as the true label "
                          "of its images and print accuracy, per-class results and the confusion "
@@ -166,6 +166,7 @@ def main(argv):
 
 
 def run_main():
+    console.skip_garbage_collection_at_exit()
     define_flags()
     console.show_own_flags_in_help()
     app.run(main)

@@ -4,11 +4,13 @@
   python scripts/benchmark.py [--module efficientnet_lite0] [--images 1000] [--cached_images 10000]
 
 Reports (as a table, and as JSON with --json_out); --skip takes a comma-separated list of:
-  ceiling      the module's forward throughput on in-memory tensors, at the best batch size
+  ceiling      the module's forward throughput on in-memory tensors, at each --batch_sizes;
+               the best of them is the ceiling
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
-               JPEG files of each --photo_sizes, at the ceiling's best batch size
+               JPEG files of each --photo_sizes, at retrain's default batch size
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
-               JPEG files with an exported classifier (the module and a random new layer)
+               JPEG files with an exported classifier (the module and a random new layer), at
+               its default batch size
   cold_start   `python -m retrain.label_image_cli --image one.jpg` in a fresh process, split
                into interpreter and imports (TensorFlow above all), model load, and
                predict + print
@@ -51,6 +53,7 @@ from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
+from retrain import devices  # pylint: disable=wrong-import-position
 from retrain import export  # pylint: disable=wrong-import-position
 from retrain import label_image  # pylint: disable=wrong-import-position
 from retrain import label_image_cli  # pylint: disable=wrong-import-position
@@ -70,7 +73,8 @@ def parse_args():
     parser.add_argument("--photo_sizes", default="320x240",
                         help="comma-separated sizes (WxH) of those JPEGs; the first is used by "
                         "label_image")
-    parser.add_argument("--batch_sizes", default="16,32,64", help="batch sizes to try for the ceiling")
+    parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
+                        help="batch sizes to try for the ceiling")
     parser.add_argument("--repeats", type=int, default=3,
                         help="turns of ceiling, bottlenecks and label_image; each reports its best")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
@@ -262,18 +266,22 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
         classifier = label_image.load_classifier(saved_model_dir)
         load_seconds = time.perf_counter() - start
     best = {}
+    # What a user gets: retrain's and label_image's default batch size, against the ceiling's
+    # best, whichever batch size that is.
+    batch_size = devices.default_batch_size()
     for _ in range(args.repeats):
         ceiling = measure_ceiling(layer, module.image_size,
                                   [int(value) for value in args.batch_sizes.split(",")])
         _keep_best(best, {f"ceiling_{batch}": rate for batch, rate in ceiling.items()})
-        batch_size = max(ceiling, key=lambda size: ceiling[size][0])
         if "bottlenecks" not in skip:
             _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
                 layer, module, folders[photo_size], batch_size) for photo_size in photo_sizes})
         if "label_image" not in skip:
             _keep_best(best, {"label_image": measure_label_image(
                 classifier, folders[photo_sizes[0]], batch_size)})
-    return _ceiling_results(best, args, photo_sizes, load_seconds)
+    results = _ceiling_results(best, args, photo_sizes, load_seconds)
+    results["default_batch_size"] = batch_size
+    return results
 
 
 def _keep_best(best, rates):

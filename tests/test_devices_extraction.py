@@ -75,7 +75,7 @@ def test_two_logical_cpus_compute_the_single_device_vectors(tmp_path, tiny_modul
     completed = _run_python("-c", _TWO_DEVICES_SCRIPT, tiny_module, folder, "5")
     result = json.loads(completed.stdout.splitlines()[-1])
     assert (result["one"]["replicas"], result["two"]["replicas"]) == (1, 2)
-    assert result["default_batch_size"] == 32  # 16 per CPU device
+    assert result["default_batch_size"] == 2 * devices.CPU_BATCH_SIZE
     # Every batch is split in two (the last, partial one padded): the same numbers come out,
     # each under its own image's key.
     assert result["two"]["vectors"] == result["one"]["vectors"]
@@ -123,7 +123,7 @@ def test_one_cpu_means_the_default_strategy():
     strategy = devices.distribution_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert not isinstance(strategy, tf.distribute.MirroredStrategy)
-    assert devices.default_batch_size() == 16
+    assert devices.default_batch_size() == devices.CPU_BATCH_SIZE
 
 
 def test_splitting_the_cpu_after_tensorflow_started_is_a_user_error():

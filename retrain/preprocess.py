@@ -214,9 +214,10 @@ def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions
     """A tf.data pipeline that reads, decodes and resizes image files in parallel.
 
     For consumers that need a tf.data.Dataset (fine-tuning maps labels onto it); loops over
-    batches use pixel_batches, which is cheaper. Each file is read by read_for_module (Pillow) in one of tf.data's worker threads, and
-    batches stay 8-bit until the last step; an unreadable file yields a blank image with
-    ok=False and its reason in `errors[index]`, so one bad file never stops the pipeline.
+    batches use pixel_batches, which is cheaper. Each file is read by read_for_module (Pillow)
+    in one of tf.data's worker threads, and batches stay 8-bit until the last step; an
+    unreadable file yields a blank image with ok=False and its reason in `errors[index]`, so
+    one bad file never stops the pipeline.
 
     With `distortions` (augment.Distortions) and `seeds` (int64 [len(paths), 2]), image i is
     decoded at full size and becomes the variant augment.distort_and_resize makes with

@@ -22,6 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 import numpy as np
 
+from retrain import bottleneck_cache
 from retrain import bottlenecks
 from retrain import dataset
 from retrain import devices
@@ -72,10 +73,9 @@ def compute_cache(config, pipeline_args):
                                     config.backbone_cache_dir, config.keras_weights)
     cache, feature_dim = prepare_cache(config.bottleneck_dir, module)
     wanted = unique_images(collection.images)
-    cached_keys = set(cache.load(feature_dim).keys)
     # Absolute paths: a remote worker does not share the launcher's working folder.
-    tasks = [(os.fsencode(os.path.abspath(image.path)), image.content_key) for image in wanted
-             if image.content_key not in cached_keys]
+    tasks = [(os.fsencode(os.path.abspath(image.path)), image.content_key)
+             for image, cached in zip(wanted, is_cached(cache, feature_dim, wanted)) if not cached]
     logging.info("Bottlenecks: %d of %d images cached, %d to compute with Apache Beam.",
                  len(wanted) - len(tasks), len(wanted), len(tasks))
     counts = {_COMPUTED: 0, _UNDECODABLE: 0}
@@ -85,10 +85,17 @@ def compute_cache(config, pipeline_args):
             add_compute_transforms(root, tasks, module, cache.directory, feature_dim, batch_size,
                                    config.max_image_pixels)
         counts = read_counters(root.result)
-    now_cached = set(cache.load(feature_dim).keys)
-    missing_after = sum(image.content_key not in now_cached for image in wanted)
+    missing_after = int(np.count_nonzero(~is_cached(cache, feature_dim, wanted)))
     return BeamReport(len(wanted), len(wanted) - len(tasks), len(tasks), counts[_COMPUTED],
                       counts[_UNDECODABLE], missing_after, cache.directory)
+
+
+def is_cached(cache, feature_dim, image_files):
+    """bool per image: whether the cache holds its vector. Only the keys are read, as
+    retrain's own lookup does (bottleneck_cache.locate_keys): a cache this command is for may
+    not fit in memory."""
+    keys = [image.content_key for image in image_files]
+    return bottleneck_cache.locate_keys(cache.open_shards(feature_dim), keys) >= 0
 
 
 def check_local_path(bottleneck_dir):

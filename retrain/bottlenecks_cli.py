@@ -33,7 +33,6 @@ FLAGS = flags.FLAGS
 # Flags copied into RetrainConfig under the same name (image_size is parsed first).
 _CONFIG_FIELDS = ["image_dir", "bottleneck_dir", "tfhub_module", "backbone_cache_dir",
                   "keras_weights", "bottleneck_batch_size", "max_image_pixels"]
-_DEFINED_FLAGS = [*_CONFIG_FIELDS, "image_size", "runner"]
 
 
 def define_flags(flag_values=FLAGS):
@@ -141,10 +140,7 @@ def _parse_known_flags(argv):
 
 def run_main(argv=None):
     define_flags()
-    # --help lists the main module's key flags; under `retrain bottlenecks` or `python -m`
-    # that is retrain's __main__, which defines none, so this command's flags are made its own.
-    for name in _DEFINED_FLAGS:
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    console.show_own_flags_in_help()
     app.run(main, argv=argv, flags_parser=_parse_known_flags)
 
 

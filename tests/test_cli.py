@@ -57,6 +57,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     (["retrain"], ["--image_dir", "--how_many_training_steps", "--fine_tune", "--resume"]),
     (["retrain", "compare"], ["--modules", "--methods", "--random_crop"]),
     (["retrain.label_image_cli"], ["--saved_model_dir", "--image"]),
+    (["retrain", "bottlenecks"], ["--image_dir", "--bottleneck_dir", "--runner", "--image_size"]),
 ])
 def test_help_lists_the_commands_own_flags(command, expected):
     # absl's --help shows only the main module's flags; the launchers define none themselves.

@@ -80,7 +80,7 @@ def resize_pixels(pixels, image_size):
 
 
 def read_for_module(path, image_size, max_pixels):
-    """Reads one image file and resizes it for the module: what pixel_batches and image_batches do per file.
+    """Reads one image file and resizes it for the module, as pixel_batches and image_batches do.
 
     A JPEG twice the input size or larger is decoded at a fraction of its size first
     (images.decode_image's draft_size), which makes camera photos many times faster to read.
@@ -255,8 +255,7 @@ def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions
     pipeline = pipeline.batch(batch_size)
     if transform is None:
         # Converted once per batch: 8-bit pixels are a quarter of the bytes to move until here.
-        pipeline = pipeline.map(
-            lambda indices, batch, ok: (indices, tf.image.convert_image_dtype(batch, tf.float32), ok))
+        pipeline = pipeline.map(lambda indices, batch, ok: (indices, as_unit_float(batch), ok))
     return pipeline.prefetch(2)
 
 

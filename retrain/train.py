@@ -29,6 +29,7 @@ from retrain import feeding
 from retrain import sampling
 from retrain.errors import UserError
 
+
 @dataclasses.dataclass
 class Head:
     """The trained layer: probabilities = softmax(features @ weights + biases)."""

@@ -17,7 +17,9 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
+import time
 
+from absl import logging
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -116,19 +118,42 @@ class PixelBatch:
 # bookkeeping per task stays negligible next to decoding.
 _READ_CHUNK = 8
 
+# Images the readers may be ahead of the network. Readers at idle priority (see
+# readers_yield_to_network) only run when a core would otherwise be idle, so they need work
+# queued for every such moment, not only right after the network takes a batch: 64 images
+# (10 MB at 224x224) made the bottleneck stage 7% faster on 2 cores than 12 (a probe timing
+# both against the bare forward pass, efficientnet_lite0 at batch 4).
+_READ_AHEAD_IMAGES = 64
+
+# How long the network waits for an idle-priority reader before checking whether the
+# readers get any CPU at all (see _Readers.wait).
+_STARVED_READER_SECONDS = 1.0
+
 
 def reader_threads():
     """Threads that decode images: one per core this process may use.
 
     On a CPU-only machine the network keeps every core busy and the readers only fill the
-    gaps (they are at most a few chunks ahead); with a GPU they are what keeps it fed.
+    gaps; with a GPU they are what keeps it fed.
     """
     return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                else os.cpu_count() or 1, 1)
 
 
-def pixel_batches(paths, image_size, batch_size, max_pixels, threads=None):
-    """Reads image files with read_for_module in worker threads, a few batches ahead.
+def readers_yield_to_network():
+    """Whether reader threads run at the lowest CPU priority (Linux's SCHED_IDLE).
+
+    Without a GPU the network's threads are busy but for short gaps (10-15% of the time on
+    2 cores, between and inside its operations). Readers at normal priority take turns with
+    the network's threads and slow it down by about the time they read; at idle priority
+    they only get the gaps, which are more than enough for them. With a GPU the readers are
+    what keeps it fed, so they keep normal priority.
+    """
+    return hasattr(os, "SCHED_IDLE") and not tf.config.list_physical_devices("GPU")
+
+
+def pixel_batches(paths, image_size, batch_size, max_pixels, threads=None, low_priority=None):
+    """Reads image files with read_for_module in worker threads, ahead of the network.
 
     Plain Python threads, not tf.data: Pillow releases the GIL while it decodes and resizes,
     and a batch is decoded in chunks straight into its array, which costs measurably less
@@ -141,55 +166,144 @@ def pixel_batches(paths, image_size, batch_size, max_pixels, threads=None):
       batch_size: images per batch (the last batch may be smaller).
       max_pixels: larger images are not decoded (see images.decode_image).
       threads: reader threads (None: reader_threads()).
+      low_priority: readers at idle CPU priority (None: readers_yield_to_network()). If
+        other programs then keep them from running at all, reading goes on at normal
+        priority, with a warning.
 
     Yields:
       PixelBatch for paths[0:batch_size], paths[batch_size:2 * batch_size], ..., in order.
       An unreadable file never stops the reader: its batch carries the reason.
     """
     threads = threads or reader_threads()
+    if low_priority is None:
+        low_priority = readers_yield_to_network()
     chunks_per_batch = -(-min(batch_size, len(paths) or 1) // _READ_CHUNK)
-    # Enough batches in flight that every thread has a chunk to read, and one more batch.
-    batches_ahead = -(-threads // chunks_per_batch) + 1
+    # Every thread has a chunk to read and one more batch waits, or _READ_AHEAD_IMAGES.
+    batches_ahead = max(-(-threads // chunks_per_batch) + 1, _READ_AHEAD_IMAGES // batch_size)
     starts = iter(range(0, len(paths), batch_size))
     read_chunk = functools.partial(_read_chunk, paths, image_size, max_pixels)
-    with concurrent.futures.ThreadPoolExecutor(threads, "retrain-reader") as pool:
-        in_flight = collections.deque()
+    readers = _Readers(threads, low_priority)
+    in_flight = collections.deque()
 
-        def submit_next_batch():
-            start = next(starts, None)
-            if start is None:
-                return
-            indices = np.arange(start, min(start + batch_size, len(paths)), dtype=np.int64)
-            batch = PixelBatch(indices, np.empty([len(indices), *image_size, 3], np.uint8),
-                               [None] * len(indices))
-            tasks = [pool.submit(read_chunk, batch, first, first + _READ_CHUNK)
-                     for first in range(0, len(indices), _READ_CHUNK)]
-            in_flight.append((batch, tasks))
+    def submit_next_batch():
+        start = next(starts, None)
+        if start is None:
+            return
+        indices = np.arange(start, min(start + batch_size, len(paths)), dtype=np.int64)
+        batch = PixelBatch(indices, np.empty([len(indices), *image_size, 3], np.uint8),
+                           [None] * len(indices))
+        chunks = [(first, min(first + _READ_CHUNK, len(indices)))
+                  for first in range(0, len(indices), _READ_CHUNK)]
+        in_flight.append((batch, [(readers.submit(read_chunk, batch, *chunk), chunk)
+                                  for chunk in chunks]))
 
-        try:
-            for _ in range(batches_ahead):
-                submit_next_batch()
-            while in_flight:
-                batch, tasks = in_flight.popleft()
-                submit_next_batch()
-                for task in tasks:
-                    task.result()
-                yield batch
-        finally:
-            # Stopped early (an error, Ctrl-C, a consumer that has enough): no more reading.
-            for _, tasks in in_flight:
-                for task in tasks:
-                    task.cancel()
+    try:
+        for _ in range(batches_ahead):
+            submit_next_batch()
+        while in_flight:
+            batch, tasks = in_flight.popleft()
+            submit_next_batch()
+            yield _finish(batch, tasks, readers, read_chunk)
+    finally:
+        # Stopped early (an error, Ctrl-C, a consumer that has enough): no more reading.
+        readers.shutdown()
+
+
+def _finish(batch, tasks, readers, read_chunk):
+    """batch once every chunk is read: by the readers, or here if they cannot get the CPU.
+
+    A chunk taken over is read into a copy of the batch, which the reader left behind can
+    no longer write to.
+    """
+    taken_over = False
+    for task, (first, stop) in tasks:
+        finished = readers.wait(task)
+        if finished and not taken_over:
+            continue
+        if not taken_over:
+            batch = PixelBatch(batch.indices, batch.pixels.copy(), list(batch.errors))
+            taken_over = True
+        if finished:  # Its rows were written to the batch left behind: copy them over.
+            old_pixels, old_errors = task[1].result()
+            batch.pixels[first:stop] = old_pixels[first:stop]
+            batch.errors[first:stop] = old_errors[first:stop]
+        else:
+            read_chunk(batch, first, stop)
+    return batch
+
+
+class _Readers:
+    """The reader threads: at idle priority until they turn out to get no CPU at all."""
+
+    def __init__(self, threads, low_priority):
+        self.threads = threads
+        self.low_priority = low_priority
+        self.pool = self._new_pool()
+
+    def _new_pool(self):
+        initializer = _lower_thread_priority if self.low_priority else None
+        # Worker threads start on the first submit()s, from the consumer's thread, whose
+        # priority they inherit before the initializer lowers it.
+        return concurrent.futures.ThreadPoolExecutor(self.threads, "retrain-reader",
+                                                     initializer=initializer)
+
+    def submit(self, *args):
+        """Starts a reader task; returns what wait() takes."""
+        return self.pool, self.pool.submit(*args)
+
+    def wait(self, task):
+        """Waits for a task from submit(). False if it will not finish: it was cancelled, or
+        idle readers get no CPU (after which every reader runs at normal priority)."""
+        pool, future = task
+        if pool is not self.pool:  # Left behind, starved: only a chunk already read counts.
+            return future.done() and not future.cancelled()
+        while True:
+            start = time.process_time()
+            try:
+                future.result(timeout=_STARVED_READER_SECONDS if self.low_priority else None)
+                return True
+            except concurrent.futures.CancelledError:
+                return False
+            except concurrent.futures.TimeoutError:
+                # While the network waits, this process's CPU time stands still only if no
+                # reader gets to run: other programs keep every core busy. A reader merely
+                # slow with a large image keeps a core busy, and is waited for.
+                if time.process_time() - start < 0.5 * _STARVED_READER_SECONDS:
+                    self._continue_at_normal_priority()
+                    return False
+
+    def _continue_at_normal_priority(self):
+        logging.warning("Image readers at idle priority got no CPU for %.0f s: other programs "
+                        "keep it busy. Reading on at normal priority.", _STARVED_READER_SECONDS)
+        # Its queued chunks are cancelled; _finish reads them (and the starved ones) itself.
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.low_priority = False
+        self.pool = self._new_pool()
+
+    def shutdown(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _lower_thread_priority():
+    """Runs the calling thread (and only it, on Linux) at idle priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:  # Not allowed here (a locked-down container): normal priority it is.
+        pass
 
 
 def _read_chunk(paths, image_size, max_pixels, batch, first, stop):
-    """Reads batch's images first..stop-1 into batch.pixels, recording failures in batch.errors."""
-    for row in range(first, min(stop, len(batch.indices))):
+    """Reads batch's images first..stop-1 into batch.pixels, recording failures in batch.errors.
+
+    Returns (pixels, errors) of the batch it wrote to.
+    """
+    for row in range(first, stop):
         try:
             batch.pixels[row] = read_for_module(paths[batch.indices[row]], image_size, max_pixels)
         except images.ImageReadError as error:
             batch.pixels[row] = 0
             batch.errors[row] = str(error)
+    return batch.pixels, batch.errors
 
 
 def as_unit_float(pixels):

@@ -6,6 +6,8 @@ measured by scripts/benchmark.py, not here.
 
 import io
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -138,7 +140,7 @@ def test_pixel_batches_are_read_for_module_in_order_and_skip_bad_files(tmp_path,
 
 def test_pixel_batches_stop_reading_when_the_consumer_stops(tmp_path, monkeypatch):
     """A consumer that stops early (Ctrl-C, an error) leaves no reader reading on: at most the
-    batches already in flight were read."""
+    images read ahead and the chunks being read were read."""
     paths = _write_images(str(tmp_path), 4) * 50
     reads = []
     real_read = preprocess.read_for_module
@@ -147,7 +149,58 @@ def test_pixel_batches_stop_reading_when_the_consumer_stops(tmp_path, monkeypatc
     batches = preprocess.pixel_batches(paths, (8, 8), 8, 10**8, threads=2)
     next(batches)
     batches.close()  # Waits for the reader threads.
-    assert 8 <= len(reads) <= 8 * 4
+    read_at_close = len(reads)
+    assert 8 <= read_at_close <= 8 + preprocess._READ_AHEAD_IMAGES + 2 * 8 < len(paths)
+    time.sleep(0.2)
+    assert len(reads) == read_at_close
+
+
+_needs_idle_priority = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"),
+                                          reason="idle CPU priority is Linux's")
+
+
+@_needs_idle_priority
+def test_low_priority_readers_run_at_idle_priority_and_the_consumer_does_not(tmp_path,
+                                                                            monkeypatch):
+    paths = _write_images(str(tmp_path), 6)
+    policies = []
+    real_read = preprocess.read_for_module
+    monkeypatch.setattr(preprocess, "read_for_module",
+                        lambda *args: policies.append(os.sched_getscheduler(0)) or real_read(*args))
+    assert len(list(preprocess.pixel_batches(paths, (8, 8), 2, 10**8, 2, low_priority=True))) == 3
+    assert policies == [os.SCHED_IDLE] * 6
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    policies.clear()
+    list(preprocess.pixel_batches(paths, (8, 8), 2, 10**8, 2, low_priority=False))
+    assert policies == [os.SCHED_OTHER] * 6
+
+
+@_needs_idle_priority
+def test_starved_idle_readers_give_way_to_normal_priority_reading(tmp_path, monkeypatch, caplog):
+    """Other programs busy on every core leave idle-priority readers no CPU: simulated by
+    idle readers that do not run until the test ends. The batches still come, complete and
+    in order, and a warning says why reading goes on at normal priority."""
+    caplog.set_level("WARNING", logger="absl")
+    paths = _write_images(str(tmp_path), 21)
+    monkeypatch.setattr(preprocess, "_STARVED_READER_SECONDS", 0.2)
+    test_over = threading.Event()
+    real_read = preprocess.read_for_module
+
+    def read_unless_starved(*args):
+        if os.sched_getscheduler(0) == os.SCHED_IDLE:
+            test_over.wait()
+        return real_read(*args)
+
+    monkeypatch.setattr(preprocess, "read_for_module", read_unless_starved)
+    try:
+        batches = list(preprocess.pixel_batches(paths, (24, 20), 4, 10**8, 2, low_priority=True))
+    finally:
+        test_over.set()
+    assert np.concatenate([batch.indices for batch in batches]).tolist() == list(range(21))
+    pixels = np.concatenate([batch.pixels for batch in batches])
+    for index, path in enumerate(paths):
+        np.testing.assert_array_equal(pixels[index], real_read(path, (24, 20), 10**8))
+    assert sum("got no CPU" in record.getMessage() for record in caplog.records) == 1
 
 
 def test_pixel_batches_of_no_paths_are_none(tmp_path):
@@ -176,3 +229,28 @@ def test_distorted_batches_still_come_from_the_full_image(tmp_path):
     assert [batch.shape for batch in first] == [(2, 16, 16, 3), (1, 16, 16, 3)]
     for one, other in zip(first, again):
         np.testing.assert_array_equal(one, other)
+
+
+def test_a_reader_slow_on_the_cpu_is_waited_for_not_taken_over(tmp_path, monkeypatch, caplog):
+    """A reader busy longer than the starvation check (a huge image) is working, not starved:
+    no warning, and no image read twice. (Readers at normal priority here, so that other
+    programs on the machine cannot starve them for real.)"""
+    caplog.set_level("WARNING", logger="absl")
+    paths = _write_images(str(tmp_path), 4)
+    monkeypatch.setattr(preprocess, "_STARVED_READER_SECONDS", 0.1)
+    monkeypatch.setattr(preprocess, "_lower_thread_priority", lambda: None)
+    reads = []
+    real_read = preprocess.read_for_module
+
+    def read_slowly(*args):
+        reads.append(args[0])
+        busy_until = time.process_time() + 0.3
+        while time.process_time() < busy_until:
+            pass
+        return real_read(*args)
+
+    monkeypatch.setattr(preprocess, "read_for_module", read_slowly)
+    batches = list(preprocess.pixel_batches(paths, (8, 8), 2, 10**8, 1, low_priority=True))
+    assert np.concatenate([batch.indices for batch in batches]).tolist() == [0, 1, 2, 3]
+    assert sorted(reads) == sorted(paths)
+    assert not [record for record in caplog.records if "got no CPU" in record.getMessage()]

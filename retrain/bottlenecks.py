@@ -1,7 +1,7 @@
 """Computing bottlenecks (the module's feature vectors) in batches, and caching them.
 
-Worker threads read, decode and resize the images (preprocess.pixel_batches) a few batches
-ahead of the module, which gets full 8-bit batches; the vectors go to the on-disk cache as
+Worker threads read, decode and resize the images (preprocess.pixel_batches) ahead of the
+module, which gets full 8-bit batches; the vectors go to the on-disk cache as
 they come, so an interrupted run resumes where it stopped.
 """
 

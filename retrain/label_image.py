@@ -75,7 +75,7 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
     """Yields a Prediction per path, in order; unreadable files carry an error instead.
 
     Files are read, decoded and resized by the reader that computes bottlenecks in training
-    (preprocess.pixel_batches), in worker threads while the model runs on the previous batch.
+    (preprocess.pixel_batches), in worker threads ahead of the model.
     batch_size None: devices.default_batch_size(), the fastest measured.
     """
     batches = preprocess.pixel_batches(paths, classifier.image_size,

@@ -2,9 +2,9 @@
 
 Training (bottlenecks) and label_image read files through one reader, pixel_batches:
 Pillow decodes (a large JPEG at a fraction of its size) and resizes with an antialiased
-bilinear filter on 8-bit pixels, in worker threads, while the network runs on the previous
-batch. Fine-tuning, which needs a tf.data pipeline, reads through image_batches, which calls
-the same read_for_module per file.
+bilinear filter on 8-bit pixels, in worker threads, ahead of the network (without a GPU at
+idle CPU priority, in the moments the network leaves a core idle). Fine-tuning, which needs a
+tf.data pipeline, reads through image_batches, which calls the same read_for_module per file.
 
 The exported model's bytes signature cannot call Pillow: it decodes and resizes with
 TensorFlow (decode_and_resize), the same filter in float32, which agrees with the Pillow path

@@ -244,7 +244,6 @@ class _Run:
             self.settings.seed)
         train_step = make_train_step(self.network, self.optimizer, self.strategy,
                                      self.settings.batch_size)
-        evaluations = set(train.evaluation_steps(self.settings.steps, self.settings.eval_interval))
         progress = ProgressLogger("Fine-tuning", (self.settings.steps - self.next_step)
                                   * self.settings.batch_size)
         distributed = iter(self.strategy.experimental_distribute_dataset(batches))
@@ -257,7 +256,7 @@ class _Run:
                 self.step_seconds += time.monotonic() - started
                 self.steps_run += 1
             progress.update(self.settings.batch_size)
-            if step in evaluations:
+            if train.is_evaluation_step(step, self.settings.steps, self.settings.eval_interval):
                 self._evaluate(step, accuracy, loss)
         if errors:
             logging.warning("Fine-tuning skipped %d unreadable training image reads.", len(errors))

@@ -102,9 +102,8 @@ def train_head(train_features, train_labels, validation_features, validation_lab
     loop = _TrainingLoop(model, feed, settings, validation, _summary_writers(summaries_dir),
                          history)
     with checkpoint.deferred_interrupts(enabled=saver is not None) as interrupt:
-        for first_step, eval_step in training_intervals(settings.steps, settings.eval_step_interval):
-            if eval_step < start_step:
-                continue
+        for first_step, eval_step in training_intervals(settings.steps, settings.eval_step_interval,
+                                                        start_step):
             loop.run_interval(first_step, max(first_step, start_step), eval_step)
             if saver and (interrupt.requested or saver.due()):
                 saver.save(model.state(eval_step + 1, history, fingerprint))
@@ -166,17 +165,30 @@ def _initial_weights(feature_dim, num_classes, seed):
         np.float32)
 
 
-def training_intervals(steps, interval):
-    """(first step, evaluation step) of each run of steps between evaluations."""
-    first_steps = [0] + [step + 1 for step in evaluation_steps(steps, interval)[:-1]]
-    return list(zip(first_steps, evaluation_steps(steps, interval)))
+def training_intervals(steps, interval, start_step=0):
+    """Yields (first step, evaluation step) of each run of steps between evaluations, from the
+    run that holds start_step on.
+
+    Lazily: a run asked for 10^8 steps (stopped by Ctrl-C) must not build 10^7 pairs before its
+    first step, nor walk past the finished ones on --resume.
+    """
+    for eval_step in evaluation_steps(steps, interval, start_step):
+        first_step = 0 if eval_step == 0 else (eval_step - 1) // interval * interval + 1
+        yield first_step, eval_step
 
 
-def evaluation_steps(steps, interval):
-    """Steps after which retrain.py evaluates: every `interval` steps from 0, and the last."""
-    if steps <= 0:
-        return []
-    return sorted(set(range(0, steps, interval)) | {steps - 1})
+def evaluation_steps(steps, interval, start_step=0):
+    """Yields the steps after which retrain.py evaluates (every `interval` steps from 0, and the
+    last) that are not before start_step."""
+    first_multiple = -(-start_step // interval) * interval
+    yield from range(first_multiple, steps - 1, interval)
+    if start_step <= steps - 1:
+        yield steps - 1
+
+
+def is_evaluation_step(step, steps, interval):
+    """Whether evaluation_steps(steps, interval) holds step, in constant time."""
+    return 0 <= step < steps and (step % interval == 0 or step == steps - 1)
 
 
 class _TrainingLoop:

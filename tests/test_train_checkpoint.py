@@ -192,3 +192,36 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert all(name.startswith(".tmp-") for name in leftovers)  # Only a write cut short.
     settings = _settings(steps=steps, eval_step_interval=5)
     _assert_same_training(_train(settings, directory, resume=True), _train(settings))
+
+
+def _eager_intervals(steps, interval):
+    """retrain.py's evaluation steps, built in full, as training_intervals once did."""
+    evaluations = sorted(set(range(0, steps, interval)) | {steps - 1}) if steps > 0 else []
+    return list(zip([0] + [step + 1 for step in evaluations[:-1]], evaluations))
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 9, 10, 11, 20, 21, 37])
+@pytest.mark.parametrize("interval", [1, 3, 10])
+def test_training_intervals_from_any_start_step(steps, interval):
+    eager = _eager_intervals(steps, interval)
+    for start_step in range(steps + 2):
+        expected = [pair for pair in eager if pair[1] >= start_step]
+        assert list(train.training_intervals(steps, interval, start_step)) == expected
+        assert list(train.evaluation_steps(steps, interval, start_step)) == [
+            eval_step for _, eval_step in expected]
+    evaluations = {eval_step for _, eval_step in eager}
+    assert [step for step in range(-1, steps + 2)
+            if train.is_evaluation_step(step, steps, interval)] == sorted(evaluations)
+
+
+def test_ctrl_c_in_a_run_of_a_billion_steps_stops_at_its_first_evaluation(tmp_path,
+                                                                            monkeypatch):
+    """The docker e2e's `--how_many_training_steps=100000000` once spent seconds building
+    every evaluation step before the first; a Ctrl-C then waited for all of it."""
+    _interrupt_at_step(monkeypatch, 0)
+    started = time.monotonic()
+    with pytest.raises(checkpoint.Interrupted) as interrupted:
+        _train(_settings(steps=10**9, eval_step_interval=10), tmp_path / "head")
+    assert interrupted.value.step == 1
+    assert time.monotonic() - started < 60  # Building 10^8 intervals would exhaust memory first.
+

@@ -73,7 +73,7 @@ def test_row_store_is_read_in_sorted_unique_rows():
         assert request.dtype == np.int64
         assert np.all(np.diff(request) > 0)  # Ascending, each row once.
     # One read per evaluation interval, each at most interval steps * batch rows.
-    assert len(store.requests) == len(train.training_intervals(120, 25))
+    assert len(store.requests) == len(list(train.training_intervals(120, 25)))
     assert max(len(request) for request in store.requests) <= 25 * 32
 
 

@@ -205,7 +205,8 @@ def deferred_interrupts(enabled=True):
     (where Python delivers signals) nothing is deferred.
     """
     flag = InterruptFlag()
-    if not enabled:
+    # Started with Ctrl-C ignored (`cmd &` in a script): it stays ignored.
+    if not enabled or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         yield flag
         return
     try:

@@ -206,9 +206,10 @@ def config_from_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
-    console.configure_logging()
     config = None
     try:
+        # Inside the try: it imports TensorFlow, the first seconds in which a Ctrl-C lands.
+        console.configure_logging()
         config = config_from_flags()
         # Imported here so that --help and flag errors do not wait for TensorFlow.
         # pylint: disable=import-outside-toplevel

@@ -147,8 +147,8 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
 
 
 def main(argv):
-    console.configure_logging()
     try:
+        console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
         if FLAGS.evaluate:
             if FLAGS.image or argv[1:]:
                 raise UserError("--evaluate reads the labels from --image_dir's subfolders; pass "
@@ -162,6 +162,9 @@ def main(argv):
     except UserError as error:
         console.print_error("label_image", error)
         return 2
+    except KeyboardInterrupt:
+        console.print_error("label_image", "Interrupted.")
+        return 130  # What a shell reports for a command stopped by SIGINT.
     return 1 if failures else 0
 
 

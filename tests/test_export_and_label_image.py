@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -115,3 +116,15 @@ def test_missing_saved_model_dir_is_one_line_error(tmp_path):
 def test_no_images_given():
     with pytest.raises(UserError, match="No images given"):
         label_image_cli.image_paths([], None, [])
+
+
+def test_label_image_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retrain.label_image_cli",
+         f"--saved_model_dir={tmp_path / 'saved_model'}", str(tmp_path / "photo.jpg")],
+        stderr=subprocess.PIPE, text=True)
+    first_line = process.stderr.readline()  # TensorFlow's C++ logging: the import has begun.
+    process.send_signal(signal.SIGINT)
+    lines = [first_line, *process.stderr]
+    assert process.wait(timeout=60) == 130
+    assert lines[-1] == "label_image: error: Interrupted.\n", lines[-3:]

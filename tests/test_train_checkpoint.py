@@ -225,3 +225,16 @@ def test_ctrl_c_in_a_run_of_a_billion_steps_stops_at_its_first_evaluation(tmp_pa
     assert interrupted.value.step == 1
     assert time.monotonic() - started < 60  # Building 10^8 intervals would exhaust memory first.
 
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """A job started in the background of a script inherits SIGINT ignored; training must not
+    start listening to it."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with checkpoint.deferred_interrupts() as interrupt:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            assert not interrupt.requested
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

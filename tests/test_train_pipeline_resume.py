@@ -96,3 +96,17 @@ def test_ctrl_c_in_training_tells_the_user_to_resume(tmp_path, tiny_module, colo
     assert last.endswith("Run the same command with --resume to continue."), last
     state = _head_state(tmp_path / "out")
     assert f"step {state.next_step};" in last and state.next_step > 20
+
+
+def test_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path, tiny_module,
+                                                             colour_images):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retrain", f"--image_dir={colour_images}",
+         f"--tfhub_module={tiny_module}", f"--output_dir={tmp_path / 'out'}"],
+        stderr=subprocess.PIPE, text=True)
+    first_line = process.stderr.readline()  # TensorFlow's C++ logging: the import has begun.
+    process.send_signal(signal.SIGINT)
+    lines = [first_line, *process.stderr]
+    assert process.wait(timeout=60) == 130
+    assert lines[-1].startswith("retrain: error: Interrupted."), lines[-3:]
+    assert not any(line.startswith("Traceback") for line in lines), "".join(lines)

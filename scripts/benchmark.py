@@ -8,7 +8,8 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                --batch_sizes finds the fastest, at which it is measured again in turns with
                the two below; that is the ceiling
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
-               JPEG files of each --photo_sizes, at retrain's default batch size
+               JPEG files of each --photo_sizes, at retrain's default batch size (and, on
+               the first size, at the ceiling's batch size too, when that is another)
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
                its default batch size
@@ -285,6 +286,9 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
         if "bottlenecks" not in skip:
             _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
                 layer, module, folders[photo_size], batch_size) for photo_size in photo_sizes})
+            if best_batch != batch_size:  # What --bottleneck_batch_size=<best> would give.
+                _keep_best(best, {"bottlenecks_at_best_batch": measure_bottleneck_stage(
+                    layer, module, folders[photo_sizes[0]], best_batch)})
         if "label_image" not in skip:
             _keep_best(best, {"label_image": measure_label_image(
                 classifier, folders[photo_sizes[0]], batch_size)})
@@ -315,6 +319,8 @@ def _ceiling_results(best, args, photo_sizes, load_seconds):
     results = {"ceiling_images_per_second": round(rate, 1),
                "ceiling_cpu_ms_per_image": round(cpu_ms, 2)}
     measured = [(f"bottleneck_stage_{size}", f"bottlenecks_{size}") for size in photo_sizes]
+    measured.append((f"bottleneck_stage_{photo_sizes[0]}_at_best_batch_size",
+                     "bottlenecks_at_best_batch"))
     measured.append((f"label_image_{args.images}", "label_image"))
     for label, name in measured:
         if name in best:

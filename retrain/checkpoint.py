@@ -205,21 +205,21 @@ def deferred_interrupts(enabled=True):
     (where Python delivers signals) nothing is deferred.
     """
     flag = InterruptFlag()
+    # None: a handler installed outside Python; Python's own raises KeyboardInterrupt.
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
     # Started with Ctrl-C ignored (`cmd &` in a script): it stays ignored.
-    if not enabled or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    if not enabled or previous == signal.SIG_IGN:
         yield flag
         return
+
+    def on_interrupt(signal_number, frame):
+        del frame
+        flag.requested = True
+        signal.signal(signal_number, previous)
+        logging.warning("Stopping at the next evaluation step to save the training state "
+                        "(Ctrl-C again stops at once).")
+
     try:
-        # None: a handler installed outside Python; Python's own raises KeyboardInterrupt.
-        previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
-
-        def on_interrupt(signal_number, frame):
-            del frame
-            flag.requested = True
-            signal.signal(signal_number, previous)
-            logging.warning("Stopping at the next evaluation step to save the training state "
-                            "(Ctrl-C again stops at once).")
-
         signal.signal(signal.SIGINT, on_interrupt)
     except ValueError:  # Not the main thread.
         yield flag

@@ -7,6 +7,9 @@ and random-noise classes are not.
 """
 
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +96,13 @@ def parse_retrain_flags(argv):
     cli.define_flags(flag_values)
     flag_values(["retrain", *argv])
     return cli.config_from_flags(flag_values)
+
+
+def interrupt_while_tensorflow_loads(*args):
+    """Runs `python -m <args>`, sends SIGINT at its first stderr line (TensorFlow's C++
+    logging: the import has begun), and returns (exit status, stderr lines)."""
+    process = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.PIPE, text=True)
+    first_line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    lines = [first_line, *process.stderr]
+    return process.wait(timeout=60), lines

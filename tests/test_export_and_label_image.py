@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from retrain import label_image_cli
 from retrain import pipeline
 from retrain import preprocess
 from retrain.errors import UserError
-from tests.conftest import fast_config
+from tests.conftest import fast_config, interrupt_while_tensorflow_loads
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +118,8 @@ def test_no_images_given():
 
 
 def test_label_image_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retrain.label_image_cli",
-         f"--saved_model_dir={tmp_path / 'saved_model'}", str(tmp_path / "photo.jpg")],
-        stderr=subprocess.PIPE, text=True)
-    first_line = process.stderr.readline()  # TensorFlow's C++ logging: the import has begun.
-    process.send_signal(signal.SIGINT)
-    lines = [first_line, *process.stderr]
-    assert process.wait(timeout=60) == 130
+    status, lines = interrupt_while_tensorflow_loads(
+        "retrain.label_image_cli", f"--saved_model_dir={tmp_path / 'saved_model'}",
+        str(tmp_path / "photo.jpg"))
+    assert status == 130
     assert lines[-1] == "label_image: error: Interrupted.\n", lines[-3:]

@@ -15,7 +15,7 @@ from retrain import checkpoint
 from retrain import pipeline
 from retrain import sampling
 from retrain.errors import UserError
-from tests.conftest import fast_config, parse_retrain_flags
+from tests.conftest import fast_config, interrupt_while_tensorflow_loads, parse_retrain_flags
 
 
 def test_flags_reach_the_config_and_checkpoints_default_under_output_dir():
@@ -100,13 +100,9 @@ def test_ctrl_c_in_training_tells_the_user_to_resume(tmp_path, tiny_module, colo
 
 def test_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path, tiny_module,
                                                              colour_images):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retrain", f"--image_dir={colour_images}",
-         f"--tfhub_module={tiny_module}", f"--output_dir={tmp_path / 'out'}"],
-        stderr=subprocess.PIPE, text=True)
-    first_line = process.stderr.readline()  # TensorFlow's C++ logging: the import has begun.
-    process.send_signal(signal.SIGINT)
-    lines = [first_line, *process.stderr]
-    assert process.wait(timeout=60) == 130
+    status, lines = interrupt_while_tensorflow_loads(
+        "retrain", f"--image_dir={colour_images}", f"--tfhub_module={tiny_module}",
+        f"--output_dir={tmp_path / 'out'}")
+    assert status == 130
     assert lines[-1].startswith("retrain: error: Interrupted."), lines[-3:]
     assert not any(line.startswith("Traceback") for line in lines), "".join(lines)

@@ -67,10 +67,11 @@ def settings_from_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
-    console.configure_logging()
-    # Imported here so that --help and flag errors do not wait for TensorFlow.
-    from retrain import compare  # pylint: disable=import-outside-toplevel
     try:
+        # Inside the try: it imports TensorFlow, the first seconds in which a Ctrl-C lands.
+        console.configure_logging()
+        # Imported here so that --help and flag errors do not wait for TensorFlow.
+        from retrain import compare  # pylint: disable=import-outside-toplevel
         config, modules, methods, output_dir, baseline_settings = settings_from_flags()
         rows = compare.compare(config, modules, methods, output_dir, baseline_settings)
     except UserError as error:

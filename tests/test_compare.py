@@ -13,7 +13,7 @@ from retrain import compare
 from retrain import compare_cli
 from retrain.baseline import BaselineSettings
 from retrain.errors import UserError
-from tests.conftest import build_tiny_module, fast_config
+from tests.conftest import build_tiny_module, fast_config, interrupt_while_tensorflow_loads
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,11 @@ def test_retrain_compare_command_reports_a_user_error_in_one_line(tmp_path):
     assert completed.returncode == 2
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("retrain compare: error: --image_dir") and "does not exist" in last
+
+
+def test_retrain_compare_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path):
+    status, lines = interrupt_while_tensorflow_loads(
+        "retrain", "compare", f"--image_dir={tmp_path}", "--modules=a",
+        f"--output_dir={tmp_path / 'out'}")
+    assert status == 130
+    assert lines[-1].startswith("retrain compare: error: Interrupted."), lines[-3:]

@@ -76,6 +76,15 @@ def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     Raises:
       ImageReadError: the bytes are not a supported, intact image, or it is too large.
     """
+    return np.asarray(decode_rgb_image(data, max_pixels, draft_size), dtype=np.uint8)
+
+
+def decode_rgb_image(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
+    """decode_image's work, returning a decoded Pillow image in mode "RGB" instead of an array.
+
+    For callers that resize with Pillow next: the array round trip would copy the full-size
+    image twice more, a sixth of the cost of reading a small photo.
+    """
     if sniff_format(data[:SNIFF_BYTES]) is None:
         raise ImageReadError("not a JPEG, PNG, GIF, BMP or WebP image")
     try:
@@ -86,19 +95,24 @@ def decode_image(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
                 _draft(image, draft_size)
             # In place: without an orientation tag this is a no-op instead of a copy.
             ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb_array(image)
+            return _to_rgb_image(image)
     except _DECODE_ERRORS as error:
         raise ImageReadError(f"cannot decode: {error}") from error
 
 
 def read_image_file(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
     """Reads and decodes one image file; see decode_image. I/O errors become ImageReadError."""
+    return np.asarray(read_rgb_image(path, max_pixels, draft_size), dtype=np.uint8)
+
+
+def read_rgb_image(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
+    """read_image_file's work, returning a Pillow image in mode "RGB" (see decode_rgb_image)."""
     try:
         with open(path, "rb") as image_file:
             data = image_file.read()
     except OSError as error:
         raise ImageReadError(f"cannot read: {error.strerror or error}") from error
-    return decode_image(data, max_pixels, draft_size)
+    return decode_rgb_image(data, max_pixels, draft_size)
 
 
 def _check_pixel_count(image, max_pixels):
@@ -120,15 +134,20 @@ def _draft(jpeg_image, size):
     jpeg_image.draft(None, (width, height))
 
 
-def _to_rgb_array(image):
-    """Converts any Pillow mode to uint8 RGB [height, width, 3]."""
+def _to_rgb_image(image):
+    """Converts any Pillow mode to a decoded image in mode "RGB"."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _high_bit_depth_to_rgb(image)
+        return Image.fromarray(_high_bit_depth_to_rgb(image))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return _flatten_alpha_on_white(image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return Image.fromarray(_flatten_alpha_on_white(image.convert("RGBA")))
+    if image.mode == "RGB":
+        # convert("RGB") would copy it. load() is a no-op when exif_transpose has decoded
+        # the image already (it does in today's Pillow); it keeps decoding errors in the try.
+        image.load()
+        return image
+    return image.convert("RGB")
 
 
 def _high_bit_depth_to_rgb(image):

@@ -75,10 +75,17 @@ def resize_pixels(pixels, image_size):
     Returns:
       uint8 array [image_size[0], image_size[1], 3].
     """
-    height, width = image_size
-    if pixels.shape[:2] == (height, width):
+    if pixels.shape[:2] == tuple(image_size):
         return pixels
-    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
+    return np.asarray(_resized(Image.fromarray(pixels), image_size))
+
+
+def _resized(rgb_image, image_size):
+    """resize_pixels' filter on a Pillow image; the image itself when it has the size already."""
+    height, width = image_size
+    if rgb_image.size == (width, height):
+        return rgb_image
+    return rgb_image.resize((width, height), Image.BILINEAR)
 
 
 def read_for_module(path, image_size, max_pixels):
@@ -93,8 +100,10 @@ def read_for_module(path, image_size, max_pixels):
     Raises:
       images.ImageReadError: the file is not a usable image.
     """
-    return resize_pixels(images.read_image_file(path, max_pixels, draft_size=image_size),
-                         image_size)
+    # Decoded straight into Pillow's resize: an array in between would copy the full-size
+    # image twice more.
+    image = images.read_rgb_image(path, max_pixels, draft_size=image_size)
+    return np.asarray(_resized(image, image_size))
 
 
 @dataclasses.dataclass

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from retrain import images
+from retrain import preprocess
 import torture_images as make
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,6 +75,24 @@ UNREADABLE_CASES = [
 def test_broken_images_raise_image_read_error(case, data, reason):
     with pytest.raises(images.ImageReadError, match=reason):
         images.decode_image(data())
+
+
+@pytest.mark.parametrize("case, data, check", READABLE_CASES, ids=[c[0] for c in READABLE_CASES])
+def test_read_for_module_equals_decoding_then_resizing_the_array(case, data, check, tmp_path):
+    """read_for_module skips the full-size array; its pixels must not change for that."""
+    path = make.write_bytes(str(tmp_path / "image"), data())
+    for size in ((16, 12), (40, 30), (224, 224)):
+        expected = preprocess.resize_pixels(images.read_image_file(path, draft_size=size), size)
+        actual = preprocess.read_for_module(path, size, images.DEFAULT_MAX_PIXELS)
+        assert actual.dtype == np.uint8 and actual.shape == (*size, 3), case
+        np.testing.assert_array_equal(actual, expected, err_msg=case)
+
+
+@pytest.mark.parametrize("case, data, reason", UNREADABLE_CASES, ids=[c[0] for c in UNREADABLE_CASES])
+def test_read_for_module_raises_image_read_error_for_broken_images(case, data, reason, tmp_path):
+    path = make.write_bytes(str(tmp_path / "image"), data())
+    with pytest.raises(images.ImageReadError, match=reason):
+        preprocess.read_for_module(path, (16, 16), images.DEFAULT_MAX_PIXELS)
 
 
 def test_image_over_the_pixel_limit_is_refused_before_decoding():

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from retrain import augment
+from retrain import batch_tuning
 from retrain import bottleneck_cache
 from retrain import dataset
 from retrain import devices
@@ -58,7 +59,8 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
       image_files: [dataset.ImageFile] to get vectors for; the result keeps their order.
       module: modules.FeatureModule.
       bottleneck_dir: root of the cache (each module gets a subfolder).
-      batch_size: images per forward pass of the module (None: devices.default_batch_size()).
+      batch_size: images per forward pass of the module (None: chosen by
+        batch_tuning.batch_size_candidates).
       max_pixels: larger images are skipped (see images.decode_image).
       memory_budget: bytes the vectors may take in memory (None: default_memory_budget());
         beyond it (see fits_in_memory) they are read from the cache as training needs them.
@@ -81,8 +83,7 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
         cache.prepare({"handle": module.handle, "identity": module.identity,
                        "image_size": list(module.image_size), "feature_dim": feature_dim})
         new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
-                                                batch_size or devices.default_batch_size(), max_pixels,
-                                                distortions)
+                                                batch_size, max_pixels, distortions)
         # The new vectors are in the cache now: read everything from there, in one way.
         shards = cache.open_shards(feature_dim)
         positions = bottleneck_cache.locate_keys(shards, keys)
@@ -124,6 +125,7 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
 
     Args:
       layer: the module as a Keras layer (modules.load_feature_extractor).
+      batch_size: images per forward pass; None: the fastest of batch_tuning's candidates.
       strategy: tf.distribute strategy (None: devices.distribution_strategy()). With more
         than one replica each batch is split across the devices, and `layer` is not used:
         the module is loaded again with its variables on every device.
@@ -134,14 +136,17 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
     if not image_files:
         return {}, []
     paths = [image.path for image in image_files]
+    candidates = batch_tuning.batch_size_candidates(batch_size, len(image_files))
+    read_size = max(candidates)
     if distortions is None:
-        batches = preprocess.pixel_batches(paths, module.image_size, batch_size, max_pixels)
+        batches = preprocess.pixel_batches(paths, module.image_size, read_size, max_pixels)
     else:
         seeds = np.stack([augment.variant_seed(image.content_key) for image in image_files])
-        batches = preprocess.distorted_batches(paths, module.image_size, batch_size, max_pixels,
+        batches = preprocess.distorted_batches(paths, module.image_size, read_size, max_pixels,
                                                distortions, seeds)
-    extract = make_extractor(layer, module, batch_size,
-                             strategy or devices.distribution_strategy())
+    extract = batch_tuning.tuned(
+        make_extractor(layer, module, read_size, strategy or devices.distribution_strategy()),
+        candidates, "Bottlenecks")
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:

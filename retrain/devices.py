@@ -40,11 +40,12 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
-# Images per forward pass on one CPU device. On 2 cores (scripts/benchmark.py --batch_sizes)
-# efficientnet_lite2 was fastest at 4 (48 images/s; 45 at 6, 42 at 8) and efficientnet_lite0
-# nearly so (97 at 4, 100 at 6, 94 at 8, about 80 at 16): larger batches outgrow the CPU's
-# caches. A machine with many cores may prefer more: measure with the benchmark.
-CPU_BATCH_SIZE = 4
+# Images per forward pass on one CPU device, where batch_tuning does not choose by timing
+# (small jobs, several devices). The fastest size varies by machine: on 2 cores
+# efficientnet_lite0 ran at 134, 150 and 155 images/s at 4, 8 and 16 one week (lite2 72,
+# 69, 75; ResNet50 19, 21, 22), and at 97, 94 and about 80 an earlier week. 8 was always
+# within 8% of the fastest; 4 and 16 each lost 14-18% in one of those weeks.
+CPU_BATCH_SIZE = 8
 GPU_BATCH_SIZE = 64
 
 
@@ -52,7 +53,12 @@ def default_batch_size():
     """Images per forward pass: CPU_BATCH_SIZE per CPU device, GPU_BATCH_SIZE per GPU, times
     the devices distribution_strategy() uses."""
     per_device = GPU_BATCH_SIZE if tf.config.list_physical_devices("GPU") else CPU_BATCH_SIZE
-    return per_device * max(len(_parallel_devices()), 1)
+    return per_device * parallel_device_count()
+
+
+def parallel_device_count():
+    """How many devices distribution_strategy() spreads each batch over (1: just one)."""
+    return max(len(_parallel_devices()), 1)
 
 
 def _parallel_devices():

@@ -10,8 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from retrain import batch_tuning
 from retrain import dataset
-from retrain import devices
 from retrain import export
 from retrain import images
 from retrain import metrics
@@ -76,12 +76,15 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
 
     Files are read, decoded and resized by the reader that computes bottlenecks in training
     (preprocess.pixel_batches), in worker threads ahead of the model.
-    batch_size None: devices.default_batch_size(), the fastest measured.
+    batch_size None: the fastest of batch_tuning's candidates for this many files.
     """
-    batches = preprocess.pixel_batches(paths, classifier.image_size,
-                                       batch_size or devices.default_batch_size(), max_pixels)
+    candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
+    batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)
+    predict = batch_tuning.tuned(
+        lambda pixels: classifier.predict(preprocess.as_unit_float(pixels)), candidates,
+        "label_image")
     for batch in batches:
-        probabilities = classifier.predict(preprocess.as_unit_float(batch.pixels))
+        probabilities = predict(batch.pixels)
         for index, row, error in zip(batch.indices, probabilities, batch.errors):
             if error is None:
                 yield Prediction(paths[index], probabilities=row)

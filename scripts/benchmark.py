@@ -8,11 +8,12 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                --batch_sizes finds the fastest, at which it is measured again in turns with
                the two below; that is the ceiling
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
-               JPEG files of each --photo_sizes, at retrain's default batch size (and, on
-               the first size, at the ceiling's batch size too, when that is another)
+               JPEG files of each --photo_sizes, at retrain's default batch size (from 1000
+               images on, batch_tuning's choice, its tuning included; the sizes it chose are
+               reported), and on the first size at the ceiling's best batch size too
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
-               its default batch size
+               its default batch size (batch_tuning's choice, like the bottleneck stage's)
   cold_start   `python -m retrain.label_image_cli --image one.jpg` in a fresh process, split
                into interpreter and imports (TensorFlow above all), model load, and
                predict + print
@@ -36,9 +37,12 @@ machines are shared and noisy.
 """
 
 import argparse
+import collections
 import contextlib
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,7 +60,6 @@ from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
-from retrain import devices  # pylint: disable=wrong-import-position
 from retrain import export  # pylint: disable=wrong-import-position
 from retrain import label_image  # pylint: disable=wrong-import-position
 from retrain import label_image_cli  # pylint: disable=wrong-import-position
@@ -135,7 +138,8 @@ def _rates(count, start, cpu_start):
 
 
 def measure_bottleneck_stage(layer, module, folder, batch_size):
-    """(images/s, CPU ms/image) of retrain's bottleneck stage on JPEG files (cache writes included)."""
+    """(images/s, CPU ms/image) of retrain's bottleneck stage on JPEG files (cache writes included);
+    batch_size None is retrain's default."""
     collection = dataset.find_images(folder)
     with tempfile.TemporaryDirectory() as cache_dir:
         cache = bottleneck_cache.BottleneckCache(cache_dir)
@@ -159,7 +163,8 @@ def export_random_classifier(layer, module, saved_model_dir, classes=5):
 
 
 def measure_label_image(classifier, folder, batch_size):
-    """(images/s, CPU ms/image) of label_image's path: read, decode, resize, classify, format."""
+    """(images/s, CPU ms/image) of label_image's path: read, decode, resize, classify, format;
+    batch_size None is label_image's default."""
     paths = label_image.find_image_files(folder)
     with open(os.devnull, "w", encoding="utf-8") as null, contextlib.redirect_stdout(null):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -277,27 +282,61 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
     # The ceiling is measured again, as often as what is compared with it: the sweep's best is
     # the best of (batch sizes x repeats) noisy samples, which would flatter it.
     best = {}
-    # What a user gets: retrain's and label_image's default batch size, against the ceiling's
-    # best, whichever batch size that is.
-    batch_size = devices.default_batch_size()
-    for _ in range(args.repeats):
-        _keep_best(best, {"ceiling": measure_ceiling(layer, module.image_size,
-                                                     [best_batch])[best_batch]})
-        if "bottlenecks" not in skip:
-            _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
-                layer, module, folders[photo_size], batch_size) for photo_size in photo_sizes})
-            if best_batch != batch_size:  # What --bottleneck_batch_size=<best> would give.
+    # What a user gets: retrain's and label_image's default batch size (batch_tuning's choice
+    # for a job this large, tuning included), against the ceiling's best, whichever that is.
+    with ChosenBatchSizes() as chosen:
+        for _ in range(args.repeats):
+            _keep_best(best, {"ceiling": measure_ceiling(layer, module.image_size,
+                                                         [best_batch])[best_batch]})
+            if "bottlenecks" not in skip:
+                _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
+                    layer, module, folders[photo_size], None) for photo_size in photo_sizes})
+                # What --bottleneck_batch_size=<best> gives.
                 _keep_best(best, {"bottlenecks_at_best_batch": measure_bottleneck_stage(
                     layer, module, folders[photo_sizes[0]], best_batch)})
-        if "label_image" not in skip:
-            _keep_best(best, {"label_image": measure_label_image(
-                classifier, folders[photo_sizes[0]], batch_size)})
+            if "label_image" not in skip:
+                _keep_best(best, {"label_image": measure_label_image(
+                    classifier, folders[photo_sizes[0]], None)})
     results = {"ceiling_sweep_images_per_second": {str(size): round(rate, 1)
                                                    for size, (rate, _) in sweep.items()},
                "best_batch_size": best_batch}
     results.update(_ceiling_results(best, args, photo_sizes, load_seconds))
-    results["default_batch_size"] = batch_size
+    results["default_batch_sizes_chosen"] = chosen.summary()
     return results
+
+
+class ChosenBatchSizes(logging.Handler):
+    """Counts the batch sizes batch_tuning chose, from its log line, while in a with block."""
+
+    _PATTERN = re.compile(r"^(\S+): (\d+) images per forward pass, the fastest")
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.counts = collections.Counter()
+        self._absl_logger = logging.getLogger("absl")
+        self._saved = None
+
+    def emit(self, record):
+        match = self._PATTERN.match(record.getMessage())
+        if match:
+            self.counts[f"{match.group(1)} {match.group(2)}"] += 1
+
+    def __enter__(self):
+        self._saved = (self._absl_logger.level, self._absl_logger.propagate)
+        # INFO records are made, and come here only: the progress lines would flood the output.
+        self._absl_logger.setLevel(logging.INFO)
+        self._absl_logger.propagate = False
+        self._absl_logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._absl_logger.removeHandler(self)
+        self._absl_logger.setLevel(self._saved[0])
+        self._absl_logger.propagate = self._saved[1]
+
+    def summary(self):
+        """{"<stage> <size>": times chosen}; {} when no job was large enough to tune."""
+        return dict(sorted(self.counts.items()))
 
 
 def _keep_best(best, rates):

@@ -5,6 +5,8 @@ import logging
 import numpy as np
 import pytest
 
+from retrain import augment
+from retrain import augmentation
 from retrain import batch_tuning
 from retrain import bottlenecks
 from retrain import dataset
@@ -116,6 +118,16 @@ def test_candidates_only_for_a_large_job_on_one_cpu_without_a_requested_size(mon
     assert batch_tuning.batch_size_candidates(None, many) == (devices.default_batch_size(),)
 
 
+class _NullWriter:
+    """Stands in for the cache writer: compute_and_store returns the vectors too."""
+
+    def add(self, key, vector):
+        pass
+
+    def flush(self):
+        pass
+
+
 def _small_tuning_job(monkeypatch):
     """Makes tuning start at 200 images: the tiny module is fast, but 200 still are a few."""
     monkeypatch.setattr(batch_tuning, "MIN_IMAGES_TO_TUNE", 200)
@@ -129,18 +141,32 @@ def test_tuned_bottlenecks_equal_those_of_a_fixed_batch_size(tmp_path, tiny_modu
     module = modules.resolve_module(tiny_module)
     layer = modules.load_feature_extractor(module)
 
-    class NullWriter:
-        def add(self, key, vector):
-            pass
-
-        def flush(self):
-            pass
-
     with caplog.at_level(logging.INFO, logger="absl"):
-        tuned, _ = bottlenecks.compute_and_store(layer, module, images, NullWriter(), None, 10**8)
-    fixed, _ = bottlenecks.compute_and_store(layer, module, images, NullWriter(), 4, 10**8)
+        tuned, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), None, 10**8)
+    fixed, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), 4, 10**8)
     assert "Bottlenecks: " in caplog.text and "images per forward pass, the fastest" in caplog.text
     assert sorted(tuned) == sorted(fixed) and len(tuned) == len(images)
+    for key, vector in fixed.items():
+        np.testing.assert_allclose(tuned[key], vector, rtol=0, atol=1e-6)
+
+
+def test_tuned_distorted_variants_equal_those_of_a_fixed_batch_size(tmp_path, tiny_module,
+                                                                   monkeypatch, caplog):
+    """Distorted batches come from tf.data as tensors; the tuner splits those too."""
+    _small_tuning_job(monkeypatch)
+    conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=80)
+    distortions = augment.Distortions(flip_left_right=True, random_crop=10)
+    variants = augmentation.variant_files(dataset.find_images(str(tmp_path / "images")).images,
+                                          distortions, 1)
+    module = modules.resolve_module(tiny_module)
+    layer = modules.load_feature_extractor(module)
+    with caplog.at_level(logging.INFO, logger="absl"):
+        tuned, _ = bottlenecks.compute_and_store(layer, module, variants, _NullWriter(), None,
+                                                 10**8, distortions)
+    fixed, _ = bottlenecks.compute_and_store(layer, module, variants, _NullWriter(), 4, 10**8,
+                                             distortions)
+    assert "images per forward pass, the fastest" in caplog.text
+    assert sorted(tuned) == sorted(fixed) and len(tuned) == len(variants)
     for key, vector in fixed.items():
         np.testing.assert_allclose(tuned[key], vector, rtol=0, atol=1e-6)
 

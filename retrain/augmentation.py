@@ -43,7 +43,7 @@ def variant_files(image_files, distortions, copies):
 
 
 def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixels,
-                          distortions, copies):
+                          distortions, copies, precision="float32"):
     """Appends the cached (or newly computed) distorted variants to the training split.
 
     Args:
@@ -54,6 +54,7 @@ def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixe
       max_pixels: larger images are skipped (see images.decode_image).
       distortions: augment.Distortions, checked with augment.check_settings.
       copies: int >= 0, variants per training image; 0 returns training unchanged.
+      precision: the forward pass's number format (retrain.precision), the originals' one.
 
     Returns:
       ((features float32 [n + m, D], labels int32 [n + m], [dataset.ImageFile] of n + m),
@@ -67,7 +68,7 @@ def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixe
                  copies, len(image_files), distortions.as_flags())
     variants = bottlenecks.get_bottlenecks(variant_files(image_files, distortions, copies),
                                            module, bottleneck_dir, batch_size, max_pixels,
-                                           distortions=distortions)
+                                           distortions=distortions, precision=precision)
     if variants.failed:
         # The originals decoded a moment ago, so only a file changed or removed since fails.
         logging.warning("Left out %d variants whose image could not be read again.",

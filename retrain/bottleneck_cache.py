@@ -51,15 +51,19 @@ def record_dtype(feature_dim):
     return np.dtype([("key", f"V{_KEY_BYTES}"), ("vector", "<f4", (feature_dim,))])
 
 
-def module_cache_dir(bottleneck_dir, module):
-    """The cache folder for one module at one image size."""
+def module_cache_dir(bottleneck_dir, module, precision="float32"):
+    """The cache folder for one module at one image size, computed in one precision (see
+    retrain.precision)."""
     height, width = module.image_size
     # preprocess-v2: images are resized on 8-bit pixels and large JPEGs decoded at a reduced
     # scale (retrain.preprocess), which changes vectors slightly from v1's.
     identity = f"{module.identity}|{height}x{width}|preprocess-v2"
+    suffix = ""
+    if precision != "float32":  # float32 caches keep the folder they always had.
+        identity, suffix = f"{identity}|{precision}", f"_{precision}"
     digest = hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     readable = re.sub(r"[^A-Za-z0-9._-]+", "~", module.handle).strip("~")[-60:]
-    return os.path.join(bottleneck_dir, f"{readable}_{height}x{width}_{digest}")
+    return os.path.join(bottleneck_dir, f"{readable}_{height}x{width}_{digest}{suffix}")
 
 
 @dataclasses.dataclass

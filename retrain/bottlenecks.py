@@ -22,6 +22,7 @@ from retrain import modules
 from retrain import preprocess
 from retrain import row_store
 from retrain.bottleneck_cache import BottleneckCache, module_cache_dir
+from retrain.precision import FLOAT32, forward_in
 from retrain.progress import ProgressLogger
 
 
@@ -52,7 +53,7 @@ def fits_in_memory(num_images, feature_dim, memory_budget):
 
 
 def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
-                    memory_budget=None, distortions=None):
+                    memory_budget=None, distortions=None, precision=FLOAT32):
     """Returns the bottlenecks of image_files, computing only those not cached yet.
 
     Args:
@@ -66,8 +67,10 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
         beyond it (see fits_in_memory) they are read from the cache as training needs them.
       distortions: None, or augment.Distortions when image_files are distorted variants whose
         content_key is their augment.variant_key (see compute_and_store).
+      precision: the forward pass's number format (retrain.precision, checked by the caller);
+        each has its own cache.
     """
-    cache = BottleneckCache(module_cache_dir(bottleneck_dir, module))
+    cache = BottleneckCache(module_cache_dir(bottleneck_dir, module, precision))
     description = cache.read_description()
     feature_dim = description.get("feature_dim") if description else None
     keys = [image.content_key for image in image_files]
@@ -81,9 +84,12 @@ def get_bottlenecks(image_files, module, bottleneck_dir, batch_size, max_pixels,
         layer = modules.load_feature_extractor(module)
         feature_dim = modules.feature_dim(module)
         cache.prepare({"handle": module.handle, "identity": module.identity,
-                       "image_size": list(module.image_size), "feature_dim": feature_dim})
-        new_vectors, failed = compute_and_store(layer, module, missing, cache.writer(feature_dim),
-                                                batch_size, max_pixels, distortions)
+                       "image_size": list(module.image_size), "feature_dim": feature_dim,
+                       **({} if precision == FLOAT32 else {"precision": precision})})
+        with forward_in(precision):
+            new_vectors, failed = compute_and_store(layer, module, missing,
+                                                    cache.writer(feature_dim), batch_size,
+                                                    max_pixels, distortions)
         # The new vectors are in the cache now: read everything from there, in one way.
         shards = cache.open_shards(feature_dim)
         positions = bottleneck_cache.locate_keys(shards, keys)

@@ -106,6 +106,11 @@ def define_training_flags(flag_values=FLAGS):
             "Images per forward pass when computing bottlenecks. Default: on a CPU the fastest of "
             "4, 8 and 16, timed on the first batches of 1000 images or more (else 8); 64 per GPU.",
             lower_bound=1)
+    flags.DEFINE_enum("bottleneck_precision", _DEFAULTS.bottleneck_precision,
+                      ["float32", "bfloat16"],
+                      "Number format of the module while it computes bottlenecks. bfloat16 needs a "
+                      "CPU with AVX512_BF16 or AMX and runs about 1.7x as fast there; its vectors "
+                      "differ by a few percent and are cached apart.", flag_values=flag_values)
     integer("max_image_pixels", _DEFAULTS.max_image_pixels,
             "Images with more pixels are skipped (a guard against decompression bombs).", lower_bound=1)
     integer("random_seed", _DEFAULTS.random_seed, "Seed for sampling and initialisation.",
@@ -136,8 +141,8 @@ TRAINING_FLAG_FIELDS = [
     "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
     "train_batch_size", "eval_step_interval", "class_balance", "validation_batch_size",
     "test_batch_size", "testing_percentage", "validation_percentage", "bottleneck_batch_size",
-    "max_image_pixels", "random_seed", "flip_left_right", "random_crop", "random_scale",
-    "random_brightness", "augmentation_copies"]
+    "bottleneck_precision", "max_image_pixels", "random_seed", "flip_left_right", "random_crop",
+    "random_scale", "random_brightness", "augmentation_copies"]
 
 
 def define_fine_tune_flags(flag_values):

@@ -66,6 +66,9 @@ class RetrainConfig:
     # and keeps the fastest; otherwise devices.default_batch_size() (8 per CPU device, 64 per
     # GPU).
     bottleneck_batch_size: Optional[int] = None
+    # The module's number format while it computes bottlenecks (retrain.precision): "float32",
+    # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.
+    bottleneck_precision: str = "float32"
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     # MB the bottleneck array may take in memory, counted twice (the array and training's copy
     # of its training split); above it, training reads the vectors from the cache on disk as it

@@ -43,6 +43,11 @@ def define_flags(flag_values=FLAGS):
                          "matrix instead of predictions.", flag_values=flag_values)
     string("report_dir", None, "With --evaluate: also write metrics.json, PNG pictures and "
            "report.html to this folder.")
+    flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                      "Number format of the SavedModel's forward pass. bfloat16 needs a CPU with "
+                      "AVX512_BF16 or AMX and runs about 1.7x as fast there, with scores a little "
+                      "off; it matches a model retrained with --bottleneck_precision=bfloat16.",
+                      flag_values=flag_values)
 
 
 def image_paths(images, image_dir, extra_args):
@@ -147,19 +152,32 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
     return 0
 
 
+def check_precision(precision_name, tflite_model):
+    """Fails with UserError unless --precision can run here, on this kind of model."""
+    from retrain import precision  # pylint: disable=import-outside-toplevel
+    precision.check(precision_name, "--precision")
+    if tflite_model and precision_name != precision.FLOAT32:
+        raise UserError(f"--precision={precision_name} applies to the SavedModel; a .tflite "
+                        "model runs in the precision it was converted to. Drop --precision, or "
+                        "--tflite_model.")
+
+
 def main(argv):
     try:
         console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
-        if FLAGS.evaluate:
-            if FLAGS.image or argv[1:]:
-                raise UserError("--evaluate reads the labels from --image_dir's subfolders; pass "
-                                "--image_dir instead of --image or file arguments.")
-            return evaluate_folder(FLAGS.saved_model_dir, FLAGS.image_dir, FLAGS.batch_size,
-                                   FLAGS.report_dir)
-        paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
-        failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
-                               FLAGS.num_top_predictions, FLAGS.batch_size, FLAGS.tflite_model,
-                               FLAGS.labels)
+        check_precision(FLAGS.precision, FLAGS.tflite_model)
+        from retrain import precision  # pylint: disable=import-outside-toplevel
+        with precision.forward_in(FLAGS.precision):
+            if FLAGS.evaluate:
+                if FLAGS.image or argv[1:]:
+                    raise UserError("--evaluate reads the labels from --image_dir's subfolders; "
+                                    "pass --image_dir instead of --image or file arguments.")
+                return evaluate_folder(FLAGS.saved_model_dir, FLAGS.image_dir, FLAGS.batch_size,
+                                       FLAGS.report_dir)
+            paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
+            failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
+                                   FLAGS.num_top_predictions, FLAGS.batch_size,
+                                   FLAGS.tflite_model, FLAGS.labels)
     except UserError as error:
         console.print_error("label_image", error)
         return 2

@@ -23,6 +23,7 @@ from retrain import files
 from retrain import finetune
 from retrain import metrics as metrics_lib
 from retrain import modules
+from retrain import precision
 from retrain import report
 from retrain import sampling
 from retrain import split
@@ -52,6 +53,7 @@ def run(config):
     timer = _StageTimer()
     split.check_percentages(config.validation_percentage, config.testing_percentage)
     check_augmentation(config)
+    precision.check(config.bottleneck_precision, "--bottleneck_precision")
     tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
                                  config.tflite_int8_input)
     with timer("find_images"):
@@ -68,7 +70,8 @@ def run(config):
     with timer("bottlenecks"):
         vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
                                               config.bottleneck_batch_size, config.max_image_pixels,
-                                              memory_budget(config))
+                                              memory_budget(config),
+                                              precision=config.bottleneck_precision)
     skipped = collection.skipped + vectors.failed
     if vectors.failed:
         # Images that could not be decoded drop out, which can change how classes split.
@@ -143,7 +146,8 @@ def add_training_variants(config, module, training):
     """The training split with the distorted variants config asks for appended (if any)."""
     return augmentation.add_training_variants(
         training, module, config.bottleneck_dir, config.bottleneck_batch_size,
-        config.max_image_pixels, distortions(config), config.augmentation_copies)
+        config.max_image_pixels, distortions(config), config.augmentation_copies,
+        config.bottleneck_precision)
 
 
 def export_tflite(config, module, labels, splits, head, test_data):
@@ -180,7 +184,10 @@ def checkpoint_settings(config, module, labels, training_images):
         directory=checkpoint.head_directory(config.checkpoint_path), resume=config.resume,
         every_seconds=config.checkpoint_every_seconds,
         description={"labels": list(labels), "module": module.identity,
-                     "training_images_sha1": hashlib.sha1(keys).hexdigest()})
+                     "training_images_sha1": hashlib.sha1(keys).hexdigest(),
+                     # Other vectors, so another head; float32 keeps older checkpoints valid.
+                     **({} if config.bottleneck_precision == precision.FLOAT32
+                        else {"bottleneck_precision": config.bottleneck_precision})})
 
 
 def check_training_settings(config, labels):
@@ -287,6 +294,7 @@ def write_metrics(config, module, result):
     metrics = {
         "module": module.handle,
         "image_size": list(module.image_size),
+        "bottleneck_precision": config.bottleneck_precision,
         "labels": result.labels,
         "test_top1_accuracy": result.test.top1_accuracy,
         "test_top5_accuracy": result.test.top5_accuracy,

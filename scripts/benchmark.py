@@ -14,6 +14,8 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
                its default batch size (batch_tuning's choice, like the bottleneck stage's)
+               (--precision bfloat16 runs these three in retrain --bottleneck_precision's
+               bfloat16, on CPUs with AVX512_BF16 or AMX)
   cold_start   `python -m retrain.label_image_cli --image one.jpg` in a fresh process, split
                into interpreter and imports (TensorFlow above all), model load, and
                predict + print
@@ -65,6 +67,7 @@ from retrain import label_image  # pylint: disable=wrong-import-position
 from retrain import label_image_cli  # pylint: disable=wrong-import-position
 from retrain import images  # pylint: disable=wrong-import-position
 from retrain import modules  # pylint: disable=wrong-import-position
+from retrain import precision  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -81,6 +84,9 @@ def parse_args():
                         "label_image")
     parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
                         help="batch sizes to try for the ceiling")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="the module's number format (retrain --bottleneck_precision) for "
+                        "the ceiling, the bottleneck stage and label_image")
     parser.add_argument("--repeats", type=int, default=3,
                         help="turns of ceiling, bottlenecks and label_image; each reports its best")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
@@ -519,8 +525,12 @@ def main():
             if not {"label_image", "cold_start"} <= skip:
                 export_random_classifier(layer, module, saved_model_dir)
             if not {"ceiling", "bottlenecks", "label_image"} <= skip:
-                results.update(measure_against_ceiling(args, skip, work_dir, module, layer,
-                                                       saved_model_dir))
+                precision.check(args.precision, "--precision")
+                results["precision"] = args.precision
+                # The ceiling too: it is the limit of the forward pass in that number format.
+                with precision.forward_in(args.precision):
+                    results.update(measure_against_ceiling(args, skip, work_dir, module, layer,
+                                                           saved_model_dir))
             if "cold_start" not in skip:
                 results.update(cold_start_results(saved_model_dir, work_dir, args.repeats))
         if "reload" not in skip:

@@ -5,8 +5,8 @@
 
 Reports (as a table, and as JSON with --json_out); --skip takes a comma-separated list of:
   ceiling      the module's forward throughput on in-memory tensors: a sweep of
-               --batch_sizes finds the fastest, at which it is measured again in turns with
-               the two below; that is the ceiling
+               --batch_sizes finds the fastest, at which it is measured again (over --images
+               images, as the two below are) in turns with them; that is the ceiling
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
                JPEG files of each --photo_sizes, at retrain's default batch size (from 1000
                images on, batch_tuning's choice, its tuning included; the sizes it chose are
@@ -121,8 +121,9 @@ def write_photos(folder, count, size, classes=5, seed=0):
         photo.save(os.path.join(label_dir, f"photo_{index:06d}.jpg"), quality=90)
 
 
-def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0):
-    """(images/s, CPU ms/image) of the bare forward pass on in-memory tensors, per batch size."""
+def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0, images=None):
+    """(images/s, CPU ms/image) of the bare forward pass on in-memory tensors, per batch size:
+    for `seconds`, or, if given, over (at least) `images` images."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     forward = tf.function(lambda batch: layer(batch, training=False))
     results = {}
@@ -130,7 +131,7 @@ def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0):
         batch = tf.random.uniform([batch_size, *image_size, 3])
         forward(batch).numpy()  # Trace and warm up.
         count, start, cpu_start = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
+        while (count < images if images else time.perf_counter() - start < seconds):
             forward(batch).numpy()
             count += batch_size
         results[batch_size] = _rates(count, start, cpu_start)
@@ -292,8 +293,11 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
     # for a job this large, tuning included), against the ceiling's best, whichever that is.
     with ChosenBatchSizes() as chosen:
         for _ in range(args.repeats):
-            _keep_best(best, {"ceiling": measure_ceiling(layer, module.image_size,
-                                                         [best_batch])[best_batch]})
+            # Over as many images as the stage and label_image take, so that every best is
+            # the best of windows of the same length: short windows catch more of the moments
+            # when the machine is quiet, which would flatter the ceiling.
+            _keep_best(best, {"ceiling": measure_ceiling(layer, module.image_size, [best_batch],
+                                                         images=args.images)[best_batch]})
             if "bottlenecks" not in skip:
                 _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
                     layer, module, folders[photo_size], None) for photo_size in photo_sizes})

@@ -204,7 +204,7 @@ class ComputeBottlenecksFn(beam.DoFn):
             raise UserError(f"The bottleneck cache folder {self._cache_dir!r} does not exist on this "
                             "worker; pass a --bottleneck_dir on a filesystem every worker mounts.")
         layer = load_module_on_worker(self._module)
-        self._extract = bottlenecks.pixel_forward(layer, self._module.image_size)
+        self._extract = bottlenecks.pixel_forward(layer)
         self._progress = _WorkerProgress()
 
     def start_bundle(self):

@@ -14,6 +14,7 @@ import numpy as np
 
 from retrain import augment
 from retrain import bottlenecks
+from retrain.precision import FLOAT32
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ def variant_files(image_files, distortions, copies):
 
 
 def add_training_variants(training, module, bottleneck_dir, batch_size, max_pixels,
-                          distortions, copies, precision="float32"):
+                          distortions, copies, precision=FLOAT32):
     """Appends the cached (or newly computed) distorted variants to the training split.
 
     Args:

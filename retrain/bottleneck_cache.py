@@ -32,6 +32,7 @@ import numpy as np
 
 from retrain import files
 from retrain.errors import UserError
+from retrain.precision import FLOAT32
 
 _KEY_BYTES = 20  # SHA-1.
 _SHARD_PATTERN = "shard-*.npy"
@@ -51,7 +52,7 @@ def record_dtype(feature_dim):
     return np.dtype([("key", f"V{_KEY_BYTES}"), ("vector", "<f4", (feature_dim,))])
 
 
-def module_cache_dir(bottleneck_dir, module, precision="float32"):
+def module_cache_dir(bottleneck_dir, module, precision=FLOAT32):
     """The cache folder for one module at one image size, computed in one precision (see
     retrain.precision)."""
     height, width = module.image_size
@@ -59,7 +60,7 @@ def module_cache_dir(bottleneck_dir, module, precision="float32"):
     # scale (retrain.preprocess), which changes vectors slightly from v1's.
     identity = f"{module.identity}|{height}x{width}|preprocess-v2"
     suffix = ""
-    if precision != "float32":  # float32 caches keep the folder they always had.
+    if precision != FLOAT32:  # float32 caches keep the folder they always had.
         identity, suffix = f"{identity}|{precision}", f"_{precision}"
     digest = hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     readable = re.sub(r"[^A-Za-z0-9._-]+", "~", module.handle).strip("~")[-60:]

@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 
 from retrain import console
+from retrain import precision
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
@@ -107,7 +108,7 @@ def define_training_flags(flag_values=FLAGS):
             "4, 8 and 16, timed on the first batches of 1000 images or more (else 8); 64 per GPU.",
             lower_bound=1)
     flags.DEFINE_enum("bottleneck_precision", _DEFAULTS.bottleneck_precision,
-                      ["float32", "bfloat16"],
+                      list(precision.PRECISIONS),
                       "Number format of the module while it computes bottlenecks. bfloat16 needs a "
                       "CPU with AVX512_BF16 or AMX and runs about 1.7x as fast there; its vectors "
                       "differ by a few percent and are cached apart.", flag_values=flag_values)

@@ -9,6 +9,7 @@ import os
 from typing import Optional, Tuple
 
 from retrain import images
+from retrain.precision import FLOAT32
 
 # Distorted variants per training image when a distortion flag is on and
 # --augmentation_copies is not given: 4 copies quintuple the training images, at the cost
@@ -68,7 +69,7 @@ class RetrainConfig:
     bottleneck_batch_size: Optional[int] = None
     # The module's number format while it computes bottlenecks (retrain.precision): "float32",
     # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.
-    bottleneck_precision: str = "float32"
+    bottleneck_precision: str = FLOAT32
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     # MB the bottleneck array may take in memory, counted twice (the array and training's copy
     # of its training split); above it, training reads the vectors from the cache on disk as it

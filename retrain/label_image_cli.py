@@ -15,6 +15,7 @@ from absl import flags
 from retrain import console
 # Light (Pillow, no TensorFlow): --help and flag errors stay fast.
 from retrain import dataset
+from retrain import precision
 from retrain.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def define_flags(flag_values=FLAGS):
                          "matrix instead of predictions.", flag_values=flag_values)
     string("report_dir", None, "With --evaluate: also write metrics.json, PNG pictures and "
            "report.html to this folder.")
-    flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+    flags.DEFINE_enum("precision", precision.FLOAT32, list(precision.PRECISIONS),
                       "Number format of the SavedModel's forward pass. bfloat16 needs a CPU with "
                       "AVX512_BF16 or AMX and runs about 1.7x as fast there, with scores a little "
                       "off; it matches a model retrained with --bottleneck_precision=bfloat16.",
@@ -154,7 +155,6 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
 
 def check_precision(precision_name, tflite_model):
     """Fails with UserError unless --precision can run here, on this kind of model."""
-    from retrain import precision  # pylint: disable=import-outside-toplevel
     precision.check(precision_name, "--precision")
     if tflite_model and precision_name != precision.FLOAT32:
         raise UserError(f"--precision={precision_name} applies to the SavedModel; a .tflite "
@@ -166,7 +166,6 @@ def main(argv):
     try:
         console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
         check_precision(FLAGS.precision, FLAGS.tflite_model)
-        from retrain import precision  # pylint: disable=import-outside-toplevel
         with precision.forward_in(FLAGS.precision):
             if FLAGS.evaluate:
                 if FLAGS.image or argv[1:]:

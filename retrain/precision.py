@@ -10,11 +10,12 @@ mantissa), so they are cached apart from float32 ones (bottleneck_cache.module_c
 The rewrite is a process-wide TensorFlow setting, read whenever a function is instantiated:
 forward_in() turns it on only while the module computes vectors, so that training the new
 layer, which follows, stays float32.
+
+TensorFlow is imported where it is used: the command-line modules take PRECISIONS from here
+for their flags, and --help must not wait for TensorFlow.
 """
 
 import contextlib
-
-import tensorflow as tf
 
 from retrain.errors import UserError
 
@@ -51,6 +52,7 @@ def check(precision, flag, cpuinfo_path="/proc/cpuinfo"):
         raise UserError(f"{flag}={precision!r} is not one of {', '.join(PRECISIONS)}.")
     if precision == FLOAT32:
         return
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if tf.config.list_physical_devices("GPU"):
         raise UserError(f"{flag}={BFLOAT16} speeds up CPUs only, and this machine computes on "
                         f"its GPU; leave it at {FLOAT32}.")
@@ -67,6 +69,7 @@ def forward_in(precision):
     if precision == FLOAT32:
         yield
         return
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     before = tf.config.optimizer.get_experimental_options().get(_GRAPPLER_OPTION, False)
     tf.config.optimizer.set_experimental_options({_GRAPPLER_OPTION: True})
     try:

@@ -84,7 +84,7 @@ def parse_args():
                         "label_image")
     parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
                         help="batch sizes to try for the ceiling")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+    parser.add_argument("--precision", default=precision.FLOAT32, choices=precision.PRECISIONS,
                         help="the module's number format (retrain --bottleneck_precision) for "
                         "the ceiling, the bottleneck stage and label_image")
     parser.add_argument("--repeats", type=int, default=3,

@@ -34,8 +34,10 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
 The ceiling (at its best batch size), bottleneck and label_image measurements take turns
 --repeats times and each reports its best: other processes only ever slow a measurement
 down, so the best of several is the closest to what the machine can do, and taking turns
-exposes all of them to the same conditions. Ratios are only meaningful within one run: the
-machines are shared and noisy.
+exposes all of them to the same conditions. Each ratio to the ceiling is reported twice: best
+against best, and the median over the turns of the measurement against the ceiling of its own
+turn (`..._vs_ceiling_median_of_turns`), which the host's slow swings in speed move less.
+Ratios are only meaningful within one run: the machines are shared and noisy.
 """
 
 import argparse
@@ -45,6 +47,7 @@ import json
 import logging
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,7 +91,8 @@ def parse_args():
                         help="the module's number format (retrain --bottleneck_precision) for "
                         "the ceiling, the bottleneck stage and label_image")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="turns of ceiling, bottlenecks and label_image; each reports its best")
+                        help="turns of ceiling, bottlenecks and label_image; each reports its best "
+                             "and the median of its ratio to its turn's ceiling")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
     parser.add_argument("--feature_dim", type=int, default=1280, help="bottleneck size for training")
@@ -288,7 +292,7 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
     best_batch = max(sweep, key=lambda size: sweep[size][0])
     # The ceiling is measured again, as often as what is compared with it: the sweep's best is
     # the best of (batch sizes x repeats) noisy samples, which would flatter it.
-    best = {}
+    turns = []
     # What a user gets: retrain's and label_image's default batch size (batch_tuning's choice
     # for a job this large, tuning included), against the ceiling's best, whichever that is.
     with ChosenBatchSizes() as chosen:
@@ -296,21 +300,22 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
             # Over as many images as the stage and label_image take, so that every best is
             # the best of windows of the same length: short windows catch more of the moments
             # when the machine is quiet, which would flatter the ceiling.
-            _keep_best(best, {"ceiling": measure_ceiling(layer, module.image_size, [best_batch],
-                                                         images=args.images)[best_batch]})
+            turn = {"ceiling": measure_ceiling(layer, module.image_size, [best_batch],
+                                               images=args.images)[best_batch]}
             if "bottlenecks" not in skip:
-                _keep_best(best, {f"bottlenecks_{photo_size}": measure_bottleneck_stage(
+                turn.update({f"bottlenecks_{photo_size}": measure_bottleneck_stage(
                     layer, module, folders[photo_size], None) for photo_size in photo_sizes})
                 # What --bottleneck_batch_size=<best> gives.
-                _keep_best(best, {"bottlenecks_at_best_batch": measure_bottleneck_stage(
-                    layer, module, folders[photo_sizes[0]], best_batch)})
+                turn["bottlenecks_at_best_batch"] = measure_bottleneck_stage(
+                    layer, module, folders[photo_sizes[0]], best_batch)
             if "label_image" not in skip:
-                _keep_best(best, {"label_image": measure_label_image(
-                    classifier, folders[photo_sizes[0]], None)})
+                turn["label_image"] = measure_label_image(classifier, folders[photo_sizes[0]],
+                                                          None)
+            turns.append(turn)
     results = {"ceiling_sweep_images_per_second": {str(size): round(rate, 1)
                                                    for size, (rate, _) in sweep.items()},
                "best_batch_size": best_batch}
-    results.update(_ceiling_results(best, args, photo_sizes, load_seconds))
+    results.update(_ceiling_results(turns, args, photo_sizes, load_seconds))
     results["default_batch_sizes_chosen"] = chosen.summary()
     return results
 
@@ -356,14 +361,23 @@ def _keep_best(best, rates):
         best[name] = (max(old_rate, rate), min(old_cpu_ms, cpu_ms))
 
 
-def _ceiling_results(best, args, photo_sizes, load_seconds):
+def _ceiling_results(turns, args, photo_sizes, load_seconds):
     """Result rows: rates and their ratio to the ceiling, in wall-clock and in CPU time.
+
+    Each measurement's best over the turns, against the ceiling's best; and the median over
+    the turns of its ratio to the ceiling measured in the same turn. The host's speed drifts
+    by 10-20% over tens of seconds on these shared machines, and a measurement and the ceiling
+    next to it see much the same drift, so the median of paired ratios is the steadier of the
+    two wall-clock estimates when there are enough turns (--repeats 7 or more).
 
     On a busy machine the CPU-time ratio (ceiling CPU ms per image / measured CPU ms per image)
     is the steadier estimate of the wall-clock ratio on an idle one, where the network keeps
     every core busy: a process with more threads than the ceiling's gets a larger share of
     contended cores, which flatters the wall-clock ratio.
     """
+    best = {}
+    for turn in turns:
+        _keep_best(best, turn)
     rate, cpu_ms = best["ceiling"]
     results = {"ceiling_images_per_second": round(rate, 1),
                "ceiling_cpu_ms_per_image": round(cpu_ms, 2)}
@@ -375,6 +389,8 @@ def _ceiling_results(best, args, photo_sizes, load_seconds):
         if name in best:
             results[f"{label}_images_per_second"] = round(best[name][0], 1)
             results[f"{label}_vs_ceiling"] = round(best[name][0] / rate, 3)
+            results[f"{label}_vs_ceiling_median_of_turns"] = round(statistics.median(
+                turn[name][0] / turn["ceiling"][0] for turn in turns), 3)
             results[f"{label}_cpu_ms_per_image"] = round(best[name][1], 2)
             results[f"{label}_vs_ceiling_in_cpu_time"] = round(cpu_ms / best[name][1], 3)
     if load_seconds is not None:

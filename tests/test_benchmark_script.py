@@ -26,6 +26,8 @@ def test_benchmark_reports_the_stage_and_label_image_against_the_ceiling(tmp_pat
                  "bottleneck_stage_64x48_at_best_batch_size", "label_image_24"):
         assert results[f"{name}_images_per_second"] > 0
         assert results[f"{name}_vs_ceiling"] > 0
+        # With one turn, the median of the paired ratios is that turn's, the best against the best.
+        assert results[f"{name}_vs_ceiling_median_of_turns"] == results[f"{name}_vs_ceiling"]
     assert results["cache_size_vs_raw_float32"] < 1.1
     assert results["training_seconds_20_steps"] > 0
     # The table on stdout has a row per result.

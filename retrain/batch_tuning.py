@@ -5,8 +5,8 @@ machines here efficientnet_lite0 ran 15% faster at 16 images per forward pass th
 one week, and about 20% slower at 16 another. So a large job on one CPU device reads its
 images in batches of the largest candidate size, sends its first batches through the
 network in chunks of each candidate size in turn, times them, and runs the rest at the
-fastest. Nothing is computed twice (and for lite0 here, 4, 8 and 16 gave bit-identical
-vectors).
+largest size, or at a smaller one that was clearly faster. Nothing is computed twice (and
+for lite0 here, 4, 8 and 16 gave bit-identical vectors).
 
 With a GPU, with several devices, or when the user sets the batch size, there is one size.
 """
@@ -20,10 +20,21 @@ import tensorflow as tf
 
 from retrain import devices
 
-CPU_BATCH_SIZE_CANDIDATES = (4, 8, 16)
+# 4 is not among them: in every week timed here it was either the slowest of 4, 8 and 16 (by
+# 14% for lite0) or within 3% of 8, and each size tried costs the job batches at that size.
+CPU_BATCH_SIZE_CANDIDATES = (8, 16)
 # The first batch at each size is not timed: its first call builds the kernels for the shape.
 WARMUP_ROUNDS = 1
-TIMED_ROUNDS = 3
+TIMED_ROUNDS = 4
+# How much faster (in images/s) a smaller size must have run than the largest to be chosen.
+# One batch's time varies by 10-12% (standard deviation, within a job) on these shared 2-core
+# machines, so a few timed batches a size cannot tell sizes 5-10% apart: in a benchmark run
+# where lite0 was 7-10% faster at 16 than at 8, the fastest median of three rounds chose 8 or
+# 4 in 11 of 18 jobs, and the stage ran at 0.87 of the ceiling against 0.92 at a fixed 16.
+# The margin leaves such near-ties to the largest size, which on a CPU is rarely slower (it
+# spreads each call's fixed cost over more images), and still catches a week when 16 is
+# 15-20% slower.
+SMALLER_SIZE_MARGIN = 0.05
 # Fewer images than this run at devices.default_batch_size(): tuning would take a large
 # part of the job, to save a few percent of a short one.
 MIN_IMAGES_TO_TUNE = 1000
@@ -60,7 +71,8 @@ def tuned(forward, candidates, what):
 
 class TunedForward:
     """Runs forward on each batch in chunks: of each candidate size in turn, timed, for the
-    first (WARMUP_ROUNDS + TIMED_ROUNDS) * len(candidates) batches, then of the fastest."""
+    first (WARMUP_ROUNDS + TIMED_ROUNDS) * len(candidates) batches, then of the chosen size:
+    the largest, unless a smaller one ran more than SMALLER_SIZE_MARGIN faster."""
 
     def __init__(self, forward, candidates, what, clock=time.perf_counter):
         self._forward, self._what, self._clock = forward, what, clock
@@ -102,7 +114,11 @@ class TunedForward:
         if not rates:  # Not one full batch was timed: nothing to go by.
             self.chosen = self.full_batch
             return
-        self.chosen = max(rates, key=rates.get)
-        logging.info("%s: %d images per forward pass, the fastest here (images/s: %s).",
-                     self._what, self.chosen,
-                     ", ".join(f"{size}: {rate:.1f}" for size, rate in sorted(rates.items())))
+        fastest = max(rates, key=rates.get)
+        largest = max(rates)
+        clearly_faster = rates[fastest] > rates[largest] * (1.0 + SMALLER_SIZE_MARGIN)
+        self.chosen = fastest if clearly_faster else largest
+        logging.info("%s: %d images per forward pass, chosen by timing (images/s: %s; the "
+                     "largest unless another is over %.0f%% faster).", self._what, self.chosen,
+                     ", ".join(f"{size}: {rate:.1f}" for size, rate in sorted(rates.items())),
+                     100 * SMALLER_SIZE_MARGIN)

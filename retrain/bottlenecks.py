@@ -131,7 +131,7 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
 
     Args:
       layer: the module as a Keras layer (modules.load_feature_extractor).
-      batch_size: images per forward pass; None: the fastest of batch_tuning's candidates.
+      batch_size: images per forward pass; None: batch_tuning's choice among its candidates.
       strategy: tf.distribute strategy (None: devices.distribution_strategy()). With more
         than one replica each batch is split across the devices, and `layer` is not used:
         the module is loaded again with its variables on every device.

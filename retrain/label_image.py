@@ -76,7 +76,7 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
 
     Files are read, decoded and resized by the reader that computes bottlenecks in training
     (preprocess.pixel_batches), in worker threads ahead of the model.
-    batch_size None: the fastest of batch_tuning's candidates for this many files.
+    batch_size None: batch_tuning's choice among its candidates for this many files.
     """
     candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
     batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)

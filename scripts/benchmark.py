@@ -323,7 +323,7 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
 class ChosenBatchSizes(logging.Handler):
     """Counts the batch sizes batch_tuning chose, from its log line, while in a with block."""
 
-    _PATTERN = re.compile(r"^(\S+): (\d+) images per forward pass, the fastest")
+    _PATTERN = re.compile(r"^(\S+): (\d+) images per forward pass, chosen by timing")
 
     def __init__(self):
         super().__init__(logging.INFO)

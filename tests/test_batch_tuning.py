@@ -44,6 +44,11 @@ def _tuned(network, candidates=(4, 8, 16)):
     return batch_tuning.TunedForward(network.forward, candidates, "Test", clock=network.clock)
 
 
+def _tuning_batches(candidates=(4, 8, 16)):
+    """How many batches tuning takes: a round of each candidate size, warm-up and timed."""
+    return (batch_tuning.WARMUP_ROUNDS + batch_tuning.TIMED_ROUNDS) * len(candidates)
+
+
 def test_tuning_tries_each_size_then_keeps_the_fastest_and_returns_every_row(caplog):
     network = FakeNetwork({4: 0.010, 8: 0.007, 16: 0.009})
     tuned = _tuned(network)
@@ -72,9 +77,20 @@ def test_tuning_follows_the_machine(fastest):
     costs[fastest] = 0.008
     network = FakeNetwork(costs)
     tuned = _tuned(network)
-    for batch in _batches(13):
+    for batch in _batches(_tuning_batches() + 1):
         tuned(batch)
     assert tuned.chosen == fastest
+
+
+@pytest.mark.parametrize("smaller_faster_by, chosen", [(0.03, 16), (0.08, 8)])
+def test_a_smaller_size_must_be_clearly_faster(smaller_faster_by, chosen):
+    """One batch's time varies by more than the sizes differ: near-ties go to the largest."""
+    assert 0.03 < batch_tuning.SMALLER_SIZE_MARGIN < 0.08
+    network = FakeNetwork({8: 0.010 / (1 + smaller_faster_by), 16: 0.010})
+    tuned = _tuned(network, candidates=(8, 16))
+    for batch in _batches(_tuning_batches((8, 16))):
+        tuned(batch)
+    assert tuned.chosen == chosen
 
 
 def test_one_slow_sample_does_not_decide():
@@ -89,7 +105,7 @@ def test_one_slow_sample_does_not_decide():
         return real_forward(batch)
 
     tuned._forward = forward_with_a_hiccup  # pylint: disable=protected-access
-    for batch in _batches(12):
+    for batch in _batches(_tuning_batches()):
         tuned(batch)
     assert tuned.chosen == 8
 
@@ -99,7 +115,7 @@ def test_partial_batches_are_not_timed():
     tuned = _tuned(network)
     # Batches of 3 rows make 4 look cheap per call, but they are never timed: nothing is,
     # so the largest size, the one the reader's batches have, is kept.
-    for batch in _batches(12, size=3):
+    for batch in _batches(_tuning_batches(), size=3):
         tuned(batch)
     assert tuned.chosen == 16
 
@@ -144,7 +160,7 @@ def test_tuned_bottlenecks_equal_those_of_a_fixed_batch_size(tmp_path, tiny_modu
     with caplog.at_level(logging.INFO, logger="absl"):
         tuned, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), None, 10**8)
     fixed, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), 4, 10**8)
-    assert "Bottlenecks: " in caplog.text and "images per forward pass, the fastest" in caplog.text
+    assert "Bottlenecks: " in caplog.text and "images per forward pass, chosen by timing" in caplog.text
     assert sorted(tuned) == sorted(fixed) and len(tuned) == len(images)
     for key, vector in fixed.items():
         np.testing.assert_allclose(tuned[key], vector, rtol=0, atol=1e-6)
@@ -165,7 +181,7 @@ def test_tuned_distorted_variants_equal_those_of_a_fixed_batch_size(tmp_path, ti
                                                  10**8, distortions)
     fixed, _ = bottlenecks.compute_and_store(layer, module, variants, _NullWriter(), 4, 10**8,
                                              distortions)
-    assert "images per forward pass, the fastest" in caplog.text
+    assert "images per forward pass, chosen by timing" in caplog.text
     assert sorted(tuned) == sorted(fixed) and len(tuned) == len(variants)
     for key, vector in fixed.items():
         np.testing.assert_allclose(tuned[key], vector, rtol=0, atol=1e-6)

@@ -64,8 +64,8 @@ class RetrainConfig:
     print_misclassified_test_images: bool = False
 
     # None: on one CPU device, batch_tuning times 8 and 16 on a job of 1000 images or more
-    # and keeps 16 unless 8 was clearly faster; otherwise devices.default_batch_size() (8 per CPU device, 64 per
-    # GPU).
+    # and keeps 16 unless 8 was clearly faster; otherwise devices.default_batch_size() (8 per
+    # CPU device, 64 per GPU).
     bottleneck_batch_size: Optional[int] = None
     # The module's number format while it computes bottlenecks (retrain.precision): "float32",
     # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.

@@ -375,13 +375,15 @@ def write_image_summaries(summaries_dir, run_name, step, pngs):
     writer.close()
 
 
-def _variable_filled_in_chunks(array, chunk_bytes=64 << 20):
+def _variable_filled_in_chunks(array, chunk_bytes=4 << 20):
     """A float32 variable holding array [n, D], filled chunk by chunk.
 
     tf.Variable(array) briefly holds the array twice more (a tensor, then the variable's
     own copy): 2x its size above the array itself. Scattering chunks into a variable that
-    starts as zeros holds one copy plus a chunk (measured on a 390 MB array: +781 MB peak
-    against +518 MB).
+    starts as zeros holds one copy plus a few chunks. Small chunks, because a chunk is a
+    fixed cost on top of the array: 64 MB chunks held a 39 MB training split (10,000
+    images) in one piece, +121 MB peak; 4 MB chunks +51 MB, and the 390 MB split +431 MB
+    against +551 MB, filled faster too (0.2 s against 0.44 s).
     """
     variable = tf.Variable(lambda: tf.zeros(array.shape, tf.float32), trainable=False)
     rows = max(1, chunk_bytes // max(1, 4 * array.shape[1]))

@@ -8,9 +8,11 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                --batch_sizes finds the fastest, at which it is measured again (over --images
                images, as the two below are) in turns with them; that is the ceiling
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
-               JPEG files of each --photo_sizes, at retrain's default batch size (from 1000
-               images on, batch_tuning's choice, its tuning included; the sizes it chose are
-               reported), and on the first size at the ceiling's best batch size too
+               JPEG files of each --photo_sizes (--photo_content: photo-like detail by
+               default, which decodes as slowly as camera photos), at retrain's default batch
+               size (from 1000 images on, batch_tuning's choice, its tuning included; the
+               sizes it chose are reported), and on the first size at the ceiling's best batch
+               size too
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
                its default batch size (batch_tuning's choice, like the bottleneck stage's)
@@ -43,6 +45,7 @@ Ratios are only meaningful within one run: the machines are shared and noisy.
 import argparse
 import collections
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -74,6 +77,7 @@ from retrain import precision  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PHOTO_CONTENTS = ("natural", "smooth")
 
 
 def parse_args():
@@ -85,6 +89,10 @@ def parse_args():
     parser.add_argument("--photo_sizes", default="320x240",
                         help="comma-separated sizes (WxH) of those JPEGs; the first is used by "
                         "label_image")
+    parser.add_argument("--photo_content", default="natural", choices=PHOTO_CONTENTS,
+                        help="what the JPEGs show: natural (photo-like detail, 2.0-2.7 bits per "
+                        "pixel, as camera photos take) or smooth (colour gradients, about 0.2 "
+                        "bits per pixel, which decode several times faster)")
     parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
                         help="batch sizes to try for the ceiling")
     parser.add_argument("--precision", default=precision.FLOAT32, choices=precision.PRECISIONS,
@@ -113,16 +121,74 @@ def parse_args():
     return parser.parse_args()
 
 
-def write_photos(folder, count, size, classes=5, seed=0):
-    """Writes smooth random-colour JPEGs (they compress and decode like photos, unlike noise)."""
+def write_photos(folder, count, size, classes=5, seed=0, content="natural"):
+    """Writes `count` distinct JPEGs of size (width, height), quality 90, in `classes` folders.
+
+    content "natural": photo-like detail (natural_texture), 2.0-2.7 bits per pixel, which is
+    what decoding costs depend on; "smooth": two-by-two colour gradients, about 0.2 bits per
+    pixel, which decode several times faster than camera photos (the benchmark's photos
+    before December 2026).
+    """
     rng = np.random.default_rng(seed)
     width, height = size
+    textures = None
+    if content == "natural":  # Photos are crops of these: one texture per photo costs seconds.
+        textures = [natural_texture(rng, 2 * height, 2 * width) for _ in range(4)]
     for index in range(count):
         label_dir = os.path.join(folder, f"class_{index % classes}")
         os.makedirs(label_dir, exist_ok=True)
-        corners = rng.integers(0, 256, (2, 2, 3)).astype(np.uint8)
-        photo = Image.fromarray(corners).resize((width, height), Image.BILINEAR)
+        if textures is None:
+            corners = rng.integers(0, 256, (2, 2, 3)).astype(np.uint8)
+            photo = Image.fromarray(corners).resize((width, height), Image.BILINEAR)
+        else:
+            photo = Image.fromarray(_natural_crop(rng, textures, height, width))
         photo.save(os.path.join(label_dir, f"photo_{index:06d}.jpg"), quality=90)
+
+
+# The spectrum's slope and the contrast, chosen so that a quality-90 JPEG takes 2.0-2.7 bits
+# per pixel from 320x240 to 1600x1200: scikit-learn's and scikit-image's sample photos (china,
+# flower, coffee, astronaut, chelsea) take 1.4-2.9 re-encoded the same way.
+_TEXTURE_SLOPE = 1.2
+_TEXTURE_CONTRAST = 28.0
+
+
+def jpeg_bits_per_pixel(folder):
+    """The mean compressed size of the JPEGs under folder, in bits per pixel."""
+    bits, pixels = 0, 0
+    for path in glob.glob(os.path.join(folder, "*", "*.jpg")):
+        with Image.open(path) as photo:
+            pixels += photo.width * photo.height
+        bits += 8 * os.path.getsize(path)
+    return bits / pixels
+
+
+def natural_texture(rng, height, width):
+    """uint8 [height, width, 3] noise with natural images' 1/f amplitude spectrum (detail at
+    every scale, like a photo) and correlated colour channels."""
+    frequency_y = np.fft.fftfreq(height)[:, None]
+    frequency_x = np.fft.rfftfreq(width)[None, :]
+    frequency = np.hypot(frequency_y, frequency_x)
+    frequency[0, 0] = 1.0
+    channels = []
+    for _ in range(3):
+        spectrum = (rng.normal(size=frequency.shape) + 1j * rng.normal(size=frequency.shape))
+        spectrum /= frequency ** _TEXTURE_SLOPE
+        spectrum[0, 0] = 0.0
+        channels.append(np.fft.irfft2(spectrum, s=(height, width)))
+    texture = np.stack(channels, axis=-1) @ np.array([[1.0, 0.8, 0.7], [0.8, 1.0, 0.8],
+                                                      [0.7, 0.8, 1.0]])
+    texture = (texture - texture.mean()) / texture.std() * _TEXTURE_CONTRAST + 128
+    return np.clip(texture, 0, 255).astype(np.uint8)
+
+
+def _natural_crop(rng, textures, height, width):
+    """uint8 [height, width, 3]: a random crop of one texture, maybe mirrored, its colour
+    channels in a random order: every photo is a different file."""
+    texture = textures[rng.integers(len(textures))]
+    top = rng.integers(texture.shape[0] - height + 1)
+    left = rng.integers(texture.shape[1] - width + 1)
+    crop = texture[top:top + height, left:left + width, rng.permutation(3)]
+    return np.ascontiguousarray(crop[:, ::-1] if rng.integers(2) else crop)
 
 
 def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0, images=None):
@@ -279,7 +345,8 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
         for photo_size in photo_sizes:
             folders[photo_size] = os.path.join(work_dir, f"photos_{photo_size}")
             write_photos(folders[photo_size], args.images,
-                         tuple(int(value) for value in photo_size.split("x")))
+                         tuple(int(value) for value in photo_size.split("x")),
+                         content=args.photo_content)
     classifier, load_seconds = None, None
     if "label_image" not in skip:
         start = time.perf_counter()
@@ -315,6 +382,8 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
     results = {"ceiling_sweep_images_per_second": {str(size): round(rate, 1)
                                                    for size, (rate, _) in sweep.items()},
                "best_batch_size": best_batch}
+    results.update({f"photos_{photo_size}_bits_per_pixel": round(jpeg_bits_per_pixel(folder), 2)
+                    for photo_size, folder in folders.items()})
     results.update(_ceiling_results(turns, args, photo_sizes, load_seconds))
     results["default_batch_sizes_chosen"] = chosen.summary()
     return results
@@ -410,7 +479,8 @@ def measure_augmentation(args, work_dir):
     module = modules.resolve_module(args.module, size)
     photos = os.path.join(work_dir, "augmentation_photos")
     first_size = args.photo_sizes.split(",")[0]
-    write_photos(photos, args.images, tuple(int(v) for v in first_size.split("x")))
+    write_photos(photos, args.images, tuple(int(v) for v in first_size.split("x")),
+                 content=args.photo_content)
     collection = dataset.find_images(photos)
     cached = time_cached_augmentation(module, collection, args.augmentation_copies, args.steps,
                                       os.path.join(work_dir, "augmentation_cache"))
@@ -547,6 +617,7 @@ def main():
             if not {"ceiling", "bottlenecks", "label_image"} <= skip:
                 precision.check(args.precision, "--precision")
                 results["precision"] = args.precision
+                results["photo_content"] = args.photo_content
                 # The ceiling too: it is the limit of the forward pass in that number format.
                 with precision.forward_in(args.precision):
                     results.update(measure_against_ceiling(args, skip, work_dir, module, layer,

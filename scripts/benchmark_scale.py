@@ -86,20 +86,22 @@ def run_probe(mode, **arguments):
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def measure_first_step(image_dir, bottleneck_dir, module_handle, output_dir):
-    """Seconds from the end of `import tensorflow` to retrain's "Step 0:" line, in a real run.
+def measure_real_run(image_dir, bottleneck_dir, module_handle, output_dir, steps):
+    """Seconds from the end of `import tensorflow` to each of retrain's log lines in
+    _RUN_MARKS, in a real run (TensorBoard summaries and checkpoints included).
 
-    The run is `python -m retrain` in a fresh process on a fully cached folder; it is
-    stopped once the first step is logged. Also returns when each earlier log line arrived.
+    The run is `python -m retrain --how_many_training_steps=steps` in a fresh process on a
+    fully cached folder; it is stopped once the last training step is logged.
     """
     child = ("import sys, time\nimport tensorflow\n"
              "print(f'BENCHMARK tensorflow imported {time.time():.6f}', flush=True)\n"
              "from retrain import cli\nsys.argv = sys.argv[1:]\ncli.run_main()\n")
     command = [sys.executable, "-c", child, "retrain", f"--image_dir={image_dir}",
                f"--bottleneck_dir={bottleneck_dir}", f"--tfhub_module={module_handle}",
-               f"--output_dir={output_dir}"]
+               f"--output_dir={output_dir}", f"--how_many_training_steps={steps}"]
     environment = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
                        PYTHONUNBUFFERED="1")
+    patterns = dict(_RUN_MARKS, last_step=rf"Step {steps - 1}: Train accuracy")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=environment, cwd=REPO)
     imported, marks, lines = None, {}, []
@@ -110,21 +112,21 @@ def measure_first_step(image_dir, bottleneck_dir, module_handle, output_dir):
             if line.startswith("BENCHMARK tensorflow imported"):
                 imported = float(line.split()[-1])
             elif imported is not None:
-                for name, pattern in _FIRST_STEP_MARKS.items():
+                for name, pattern in patterns.items():
                     if name not in marks and re.search(pattern, line):
                         marks[name] = round(now - imported, 3)
-                if "step_0" in marks:
+                if "last_step" in marks:
                     break
     finally:
         process.kill()
         process.wait()
-    if "step_0" not in marks:
-        raise RuntimeError("the run never reached step 0:\n" + "".join(lines[-30:]))
+    if "last_step" not in marks or "step_0" not in marks:
+        raise RuntimeError("the run never reached its last step:\n" + "".join(lines[-30:]))
     return marks
 
 
 # Log lines of a run, in order, and what has happened by the time each appears.
-_FIRST_STEP_MARKS = {
+_RUN_MARKS = {
     "bottlenecks_found": r"Bottlenecks: \d+ of \d+ images cached",
     "split_done": r"Class .*: \d+ training",
     "step_0": r"Step 0: Train accuracy",
@@ -156,15 +158,15 @@ def measure_growth(work_dir, sizes, module_handle, steps):
         compaction = time.perf_counter() - start
         probe = run_probe("cached", image_dir=folder, bottleneck_dir=cache_root,
                           module=module_fields, steps=steps)
-        first_step = measure_first_step(folder, cache_root, module_handle,
-                                        os.path.join(work_dir, f"output_{size}"))
+        run = measure_real_run(folder, cache_root, module_handle,
+                               os.path.join(work_dir, f"output_{size}"), steps)
         seconds = probe["seconds"]
         table[size] = {
             "reload_seconds": round(seconds["find_images"] + seconds["split"] + seconds["load"]
                                     + seconds["split_arrays"], 3),
             "reload_breakdown": seconds,
-            "first_step_seconds_after_tf_import": first_step["step_0"],
-            "first_step_marks": first_step,
+            "first_step_seconds_after_tf_import": run["step_0"],
+            "real_run_marks": run,
             "compaction_seconds": round(compaction, 2), "shards_before_compaction": shards_before,
             "cache_size_vs_raw_float32": round(cache_size_ratio(cache.directory, size,
                                                                 feature_dim), 4),
@@ -174,6 +176,8 @@ def measure_growth(work_dir, sizes, module_handle, steps):
             "peak_rss_minus_overhead_vs_array": round(
                 (probe["peak_rss_bytes"] - overhead) / probe["array_bytes"], 2),
             f"training_seconds_{steps}_steps": seconds["training"],
+            f"training_seconds_{steps}_steps_in_real_run": round(run["last_step"]
+                                                                 - run["step_0"], 3),
         }
     return table
 

@@ -32,3 +32,41 @@ def test_benchmark_reports_the_stage_and_label_image_against_the_ceiling(tmp_pat
     assert results["training_seconds_20_steps"] > 0
     # The table on stdout has a row per result.
     assert "| bottleneck_stage_64x48_vs_ceiling |" in completed.stdout
+
+
+def test_natural_photos_carry_a_cameras_detail_and_are_all_different(tmp_path):
+    """Decoding costs follow the compressed size: the benchmark's photos must not be the
+    smooth gradients that decode several times faster than camera photos."""
+    sys.path.insert(0, os.path.join(_ROOT, "scripts"))
+    import benchmark  # pylint: disable=import-outside-toplevel
+    bits_per_pixel = {}
+    for content in benchmark.PHOTO_CONTENTS:
+        folder = tmp_path / content
+        benchmark.write_photos(str(folder), 12, (320, 240), classes=3, content=content)
+        files = sorted(folder.glob("class_*/*.jpg"))
+        assert len(files) == 12
+        assert len({path.read_bytes() for path in files}) == 12
+        bits_per_pixel[content] = 8 * sum(path.stat().st_size for path in files) / (12 * 320 * 240)
+    # scikit-learn's and scikit-image's sample photos take 1.4-2.9 bits per pixel at quality 90.
+    assert 1.4 <= bits_per_pixel["natural"] <= 3.5, bits_per_pixel
+    assert bits_per_pixel["smooth"] < 0.5, bits_per_pixel
+
+
+def test_growth_part_times_a_real_run_to_its_last_step(tmp_path):
+    """The growth table's figures at one small size, from probes and a real `python -m
+    retrain` run that is followed to its last training step."""
+    output = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(_ROOT, "scripts", "benchmark.py"), "--skip",
+         "ceiling,bottlenecks,label_image,cold_start,reload,training,augmentation,large_cache",
+         "--scale_sizes", "120", "--steps", "30", "--work_dir", str(tmp_path / "work"),
+         "--json_out", str(output)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    figures = json.loads(output.read_text())["growth"]["120"]
+    marks = figures["real_run_marks"]
+    assert 0 < marks["step_0"] < marks["last_step"]
+    assert figures["training_seconds_30_steps_in_real_run"] == round(
+        marks["last_step"] - marks["step_0"], 3)
+    assert figures["cache_size_vs_raw_float32"] < 1.1
+    assert "| training_seconds_30_steps_in_real_run |" in completed.stdout

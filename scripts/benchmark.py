@@ -90,7 +90,7 @@ def parse_args():
                         help="comma-separated sizes (WxH) of those JPEGs; the first is used by "
                         "label_image")
     parser.add_argument("--photo_content", default="natural", choices=PHOTO_CONTENTS,
-                        help="what the JPEGs show: natural (photo-like detail, 2.0-2.7 bits per "
+                        help="what the JPEGs show: natural (photo-like detail, 2.0-2.6 bits per "
                         "pixel, as camera photos take) or smooth (colour gradients, about 0.2 "
                         "bits per pixel, which decode several times faster)")
     parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
@@ -124,7 +124,7 @@ def parse_args():
 def write_photos(folder, count, size, classes=5, seed=0, content="natural"):
     """Writes `count` distinct JPEGs of size (width, height), quality 90, in `classes` folders.
 
-    content "natural": photo-like detail (natural_texture), 2.0-2.7 bits per pixel, which is
+    content "natural": photo-like detail (natural_texture), 2.0-2.6 bits per pixel, which is
     what decoding costs depend on; "smooth": two-by-two colour gradients, about 0.2 bits per
     pixel, which decode several times faster than camera photos (the benchmark's photos
     before December 2026).
@@ -145,7 +145,7 @@ def write_photos(folder, count, size, classes=5, seed=0, content="natural"):
         photo.save(os.path.join(label_dir, f"photo_{index:06d}.jpg"), quality=90)
 
 
-# The spectrum's slope and the contrast, chosen so that a quality-90 JPEG takes 2.0-2.7 bits
+# The spectrum's slope and the contrast, chosen so that a quality-90 JPEG takes 2.0-2.6 bits
 # per pixel from 320x240 to 1600x1200: scikit-learn's and scikit-image's sample photos (china,
 # flower, coffee, astronaut, chelsea) take 1.4-2.9 re-encoded the same way.
 _TEXTURE_SLOPE = 1.2

@@ -91,7 +91,7 @@ def parse_args():
                         "label_image")
     parser.add_argument("--photo_content", default="natural", choices=PHOTO_CONTENTS,
                         help="what the JPEGs show: natural (photo-like detail, 2.0-2.6 bits per "
-                        "pixel, as camera photos take) or smooth (colour gradients, about 0.2 "
+                        "pixel, as camera photos take) or smooth (colour gradients, 0.25-0.45 "
                         "bits per pixel, which decode several times faster)")
     parser.add_argument("--batch_sizes", default="2,4,6,8,16,32",
                         help="batch sizes to try for the ceiling")
@@ -125,7 +125,7 @@ def write_photos(folder, count, size, classes=5, seed=0, content="natural"):
     """Writes `count` distinct JPEGs of size (width, height), quality 90, in `classes` folders.
 
     content "natural": photo-like detail (natural_texture), 2.0-2.6 bits per pixel, which is
-    what decoding costs depend on; "smooth": two-by-two colour gradients, about 0.2 bits per
+    what decoding costs depend on; "smooth": two-by-two colour gradients, 0.25-0.45 bits per
     pixel, which decode several times faster than camera photos (the benchmark's photos
     before December 2026).
     """

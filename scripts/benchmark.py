@@ -13,6 +13,9 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                size (from 1000 images on, batch_tuning's choice, its tuning included; the
                sizes it chose are reported), and on the first size at the ceiling's best batch
                size too
+  reading      the readers alone (retrain.preprocess.pixel_batches, one thread per core, at
+               normal priority, no network) on the JPEGs of each --photo_sizes: how many
+               images/s this CPU can feed a network that runs on a device of its own (a GPU)
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
                its default batch size (batch_tuning's choice, like the bottleneck stage's)
@@ -33,8 +36,8 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                cache size, peak memory against the bottleneck array, --steps training steps
   large_cache  training from a synthetic cache of --large_cache_rows vectors (off by default:
                1000000 writes 5 GB) under --large_cache_budget_mb: time, peak memory, size
-The ceiling (at its best batch size), bottleneck and label_image measurements take turns
---repeats times and each reports its best: other processes only ever slow a measurement
+The ceiling (at its best batch size), bottleneck, reading and label_image measurements take
+turns --repeats times and each reports its best: other processes only ever slow a measurement
 down, so the best of several is the closest to what the machine can do, and taking turns
 exposes all of them to the same conditions. Each ratio to the ceiling is reported twice: best
 against best, and the median over the turns of the measurement against the ceiling of its own
@@ -74,6 +77,7 @@ from retrain import label_image_cli  # pylint: disable=wrong-import-position
 from retrain import images  # pylint: disable=wrong-import-position
 from retrain import modules  # pylint: disable=wrong-import-position
 from retrain import precision  # pylint: disable=wrong-import-position
+from retrain import preprocess  # pylint: disable=wrong-import-position
 from retrain import train  # pylint: disable=wrong-import-position
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -98,8 +102,15 @@ def parse_args():
     parser.add_argument("--precision", default=precision.FLOAT32, choices=precision.PRECISIONS,
                         help="the module's number format (retrain --bottleneck_precision) for "
                         "the ceiling, the bottleneck stage and label_image")
+    parser.add_argument("--network_threads", type=int, default=0,
+                        help="TensorFlow's threads in this process (intra- and inter-op; 0: its "
+                        "default, one per core). 1 on a 2-core machine leaves a core to the "
+                        "readers, as a GPU running the network leaves them every core: the "
+                        "ceiling drops to one core's, and the stage shows whether reading "
+                        "hides behind the network when a core is free for it")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="turns of ceiling, bottlenecks and label_image; each reports its best "
+                        help="turns of ceiling, bottlenecks, reading and label_image; each reports "
+                             "its best "
                              "and the median of its ratio to its turn's ceiling")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
@@ -229,6 +240,18 @@ def measure_bottleneck_stage(layer, module, folder, batch_size):
     return rates
 
 
+def measure_reading(module, folder, batch_size=16):
+    """(images/s, CPU ms/image) of the readers alone: pixel_batches at normal priority on every
+    core, nothing else running. The stage can go no faster than this on any device."""
+    paths = [image.path for image in dataset.find_images(folder).images]
+    count, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    for batch in preprocess.pixel_batches(paths, module.image_size, batch_size, 10**8,
+                                          low_priority=False):
+        assert batch.ok.all()
+        count += len(batch.indices)
+    return _rates(count, start, cpu_start)
+
+
 def export_random_classifier(layer, module, saved_model_dir, classes=5):
     """Exports the module with a random new layer: label_image's speed does not need training."""
     rng = np.random.default_rng(3)
@@ -338,10 +361,10 @@ def measure_training(steps, feature_dim, examples=10000, classes=5):
 
 def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir):
     """The ceiling's best batch size from a sweep; then the ceiling at that batch size, the
-    bottleneck stage and label_image, in turns; the best of each."""
+    bottleneck stage, the readers alone and label_image, in turns; the best of each."""
     photo_sizes = args.photo_sizes.split(",")
     folders = {}
-    if not {"bottlenecks", "label_image"} <= skip:
+    if not {"bottlenecks", "label_image", "reading"} <= skip:
         for photo_size in photo_sizes:
             folders[photo_size] = os.path.join(work_dir, f"photos_{photo_size}")
             write_photos(folders[photo_size], args.images,
@@ -375,6 +398,9 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
                 # What --bottleneck_batch_size=<best> gives.
                 turn["bottlenecks_at_best_batch"] = measure_bottleneck_stage(
                     layer, module, folders[photo_sizes[0]], best_batch)
+            if "reading" not in skip:
+                turn.update({f"reading_{photo_size}": measure_reading(module, folders[photo_size])
+                             for photo_size in photo_sizes})
             if "label_image" not in skip:
                 turn["label_image"] = measure_label_image(classifier, folders[photo_sizes[0]],
                                                           None)
@@ -454,6 +480,7 @@ def _ceiling_results(turns, args, photo_sizes, load_seconds):
     measured.append((f"bottleneck_stage_{photo_sizes[0]}_at_best_batch_size",
                      "bottlenecks_at_best_batch"))
     measured.append((f"label_image_{args.images}", "label_image"))
+    measured.extend((f"reading_alone_{size}", f"reading_{size}") for size in photo_sizes)
     for label, name in measured:
         if name in best:
             results[f"{label}_images_per_second"] = round(best[name][0], 1)
@@ -600,21 +627,31 @@ def print_growth_table(growth):
           f"{growth['fixed_overhead_bytes'] / 2**20:.0f} MB peak RSS.")
 
 
+def limit_network_threads(threads):
+    """TensorFlow's thread pools at `threads` each: must run before TensorFlow runs anything."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
+    if args.network_threads:
+        limit_network_threads(args.network_threads)
+        results["network_threads"] = args.network_threads
     if args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
-        if not {"ceiling", "bottlenecks", "label_image", "cold_start"} <= skip:
+        if not {"ceiling", "bottlenecks", "reading", "label_image", "cold_start"} <= skip:
             module = modules.resolve_module(
                 args.module, (args.image_size, args.image_size) if args.image_size else None)
             layer = modules.load_feature_extractor(module)
             saved_model_dir = os.path.join(work_dir, "classifier")
             if not {"label_image", "cold_start"} <= skip:
                 export_random_classifier(layer, module, saved_model_dir)
-            if not {"ceiling", "bottlenecks", "label_image"} <= skip:
+            if not {"ceiling", "bottlenecks", "reading", "label_image"} <= skip:
                 precision.check(args.precision, "--precision")
                 results["precision"] = args.precision
                 results["photo_content"] = args.photo_content

@@ -16,14 +16,16 @@ def test_benchmark_reports_the_stage_and_label_image_against_the_ceiling(tmp_pat
     completed = subprocess.run(
         [sys.executable, os.path.join(_ROOT, "scripts", "benchmark.py"), "--module", tiny_module,
          "--images", "24", "--photo_sizes", "64x48,80x60", "--repeats", "1",
-         "--batch_sizes", "4", "--cached_images", "200", "--steps", "20",
+         "--batch_sizes", "4", "--cached_images", "200", "--steps", "20", "--network_threads", "1",
          "--skip", "augmentation,growth,large_cache,cold_start", "--json_out", str(output)],
         capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["precision"] == "float32" and results["best_batch_size"] == 4
+    assert results["network_threads"] == 1
     for name in ("bottleneck_stage_64x48", "bottleneck_stage_80x60",
-                 "bottleneck_stage_64x48_at_best_batch_size", "label_image_24"):
+                 "bottleneck_stage_64x48_at_best_batch_size", "label_image_24",
+                 "reading_alone_64x48", "reading_alone_80x60"):
         assert results[f"{name}_images_per_second"] > 0
         assert results[f"{name}_vs_ceiling"] > 0
         # With one turn, the median of the paired ratios is that turn's, the best against the best.

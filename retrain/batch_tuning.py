@@ -23,6 +23,9 @@ from retrain import devices
 # 4 is not among them: in every week timed here it was either the slowest of 4, 8 and 16 (by
 # 14% for lite0) or within 3% of 8, and each size tried costs the job batches at that size.
 CPU_BATCH_SIZE_CANDIDATES = (8, 16)
+# When the network has one thread (a process pinned to one core, a one-core machine), 4 ran
+# 10-13% faster than 16 and 8 within 5% of 16 (devices.ONE_CORE_BATCH_SIZE).
+ONE_CORE_BATCH_SIZE_CANDIDATES = (4, 16)
 # The first batch at each size is not timed: its first call builds the kernels for the shape.
 WARMUP_ROUNDS = 1
 TIMED_ROUNDS = 4
@@ -52,6 +55,8 @@ def batch_size_candidates(requested, num_images):
     if (num_images < MIN_IMAGES_TO_TUNE or tf.config.list_physical_devices("GPU")
             or devices.parallel_device_count() > 1):
         return (devices.default_batch_size(),)
+    if devices.network_threads() == 1:
+        return ONE_CORE_BATCH_SIZE_CANDIDATES
     return CPU_BATCH_SIZE_CANDIDATES
 
 

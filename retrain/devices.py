@@ -6,6 +6,8 @@ GPUs can be split into logical CPU devices to run the same multi-device code pat
 how the tests check that several devices give the single-device result.
 """
 
+import os
+
 from absl import logging
 import tensorflow as tf
 
@@ -46,14 +48,36 @@ def distribution_strategy():
 # 69, 75; ResNet50 19, 21, 22), and at 97, 94 and about 80 an earlier week. 8 was always
 # within 8% of the fastest; 4 and 16 each lost 14-18% in one of those weeks.
 CPU_BATCH_SIZE = 8
+# On one core smaller batches run faster (they stay in the core's caches): pinned to one core
+# (taskset), lite0 ran at 99.7-99.9, 91.0 and 88.6-89.3 images/s at 4, 8 and 16 images per
+# pass, lite2 at 47.3, 44.9 and 42.7 (6 turns each, in turns; on both cores lite0's 4 was 9%
+# slower than its 16).
+ONE_CORE_BATCH_SIZE = 4
 GPU_BATCH_SIZE = 64
 
 
 def default_batch_size():
-    """Images per forward pass: CPU_BATCH_SIZE per CPU device, GPU_BATCH_SIZE per GPU, times
-    the devices distribution_strategy() uses."""
-    per_device = GPU_BATCH_SIZE if tf.config.list_physical_devices("GPU") else CPU_BATCH_SIZE
+    """Images per forward pass: CPU_BATCH_SIZE per CPU device (ONE_CORE_BATCH_SIZE when the
+    network has one thread), GPU_BATCH_SIZE per GPU, times the devices
+    distribution_strategy() uses."""
+    if tf.config.list_physical_devices("GPU"):
+        per_device = GPU_BATCH_SIZE
+    else:
+        per_device = ONE_CORE_BATCH_SIZE if network_threads() == 1 else CPU_BATCH_SIZE
     return per_device * parallel_device_count()
+
+
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def network_threads():
+    """How many threads TensorFlow runs one operation on: its intra-op setting if one was
+    made, else its default, one per core this process may use."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or usable_cores()
 
 
 def parallel_device_count():

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from retrain import devices
 from retrain import images
 
 
@@ -145,8 +146,7 @@ def reader_threads():
     On a CPU-only machine the network keeps every core busy and the readers only fill the
     gaps; with a GPU they are what keeps it fed.
     """
-    return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1, 1)
+    return devices.usable_cores()
 
 
 def readers_yield_to_network():

@@ -1,9 +1,13 @@
 """Choosing the forward pass's batch size by timing real batches (retrain.batch_tuning)."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from retrain import augment
 from retrain import augmentation
@@ -127,11 +131,50 @@ def test_one_candidate_is_the_plain_forward():
 
 def test_candidates_only_for_a_large_job_on_one_cpu_without_a_requested_size(monkeypatch):
     many = batch_tuning.MIN_IMAGES_TO_TUNE
+    monkeypatch.setattr(devices, "network_threads", lambda: 2)
     assert batch_tuning.batch_size_candidates(None, many) == batch_tuning.CPU_BATCH_SIZE_CANDIDATES
     assert batch_tuning.batch_size_candidates(5, many) == (5,)
     assert batch_tuning.batch_size_candidates(None, many - 1) == (devices.default_batch_size(),)
     monkeypatch.setattr(devices, "parallel_device_count", lambda: 2)
     assert batch_tuning.batch_size_candidates(None, many) == (devices.default_batch_size(),)
+
+
+def test_a_network_on_one_thread_tries_four_images_per_pass(monkeypatch):
+    many = batch_tuning.MIN_IMAGES_TO_TUNE
+    monkeypatch.setattr(devices, "network_threads", lambda: 1)
+    assert batch_tuning.batch_size_candidates(None, many) == (4, 16)
+    assert devices.default_batch_size() == 4
+    monkeypatch.setattr(devices, "network_threads", lambda: 2)
+    assert batch_tuning.batch_size_candidates(None, many) == (8, 16)
+    assert devices.default_batch_size() == 8
+
+
+def test_network_threads_are_the_intra_op_setting_else_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert devices.network_threads() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert devices.network_threads() == 1
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 2)
+    assert devices.network_threads() == 2
+
+
+_PINNED_TO_ONE_CORE = """
+import os
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from retrain import batch_tuning, preprocess
+print(batch_tuning.batch_size_candidates(None, batch_tuning.MIN_IMAGES_TO_TUNE),
+      preprocess.reader_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_a_process_pinned_to_one_core_tries_four_images_per_pass():
+    """What `taskset -c 0` or `docker run --cpuset-cpus 0` gives, without monkeypatching."""
+    completed = subprocess.run([sys.executable, "-c", _PINNED_TO_ONE_CORE], capture_output=True,
+                               text=True, timeout=300, check=True,
+                               cwd=os.path.join(os.path.dirname(__file__), ".."))
+    assert completed.stdout.split("\n")[-2] == "(4, 16) 1"
 
 
 class _NullWriter:

@@ -222,7 +222,9 @@ def main(argv):
         # Imported here so that --help and flag errors do not wait for TensorFlow.
         # pylint: disable=import-outside-toplevel
         from retrain import devices
-        # First: TensorFlow cannot split a device once it has used one.
+        # First: TensorFlow cannot split a device or resize its thread pools once it has used
+        # them.
+        devices.fit_threads_to_cpu_quota()
         devices.configure_logical_cpu_devices(config.logical_cpu_devices)
         from retrain import pipeline
         if FLAGS.prepare_module_only:

@@ -72,6 +72,8 @@ def main(argv):
         console.configure_logging()
         # Imported here so that --help and flag errors do not wait for TensorFlow.
         from retrain import compare  # pylint: disable=import-outside-toplevel
+        from retrain import devices  # pylint: disable=import-outside-toplevel
+        devices.fit_threads_to_cpu_quota()  # Before TensorFlow runs anything.
         config, modules, methods, output_dir, baseline_settings = settings_from_flags()
         rows = compare.compare(config, modules, methods, output_dir, baseline_settings)
     except UserError as error:

@@ -71,6 +71,7 @@ from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
 from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
 from retrain import dataset  # pylint: disable=wrong-import-position
+from retrain import devices  # pylint: disable=wrong-import-position
 from retrain import export  # pylint: disable=wrong-import-position
 from retrain import label_image  # pylint: disable=wrong-import-position
 from retrain import label_image_cli  # pylint: disable=wrong-import-position
@@ -103,15 +104,16 @@ def parse_args():
                         help="the module's number format (retrain --bottleneck_precision) for "
                         "the ceiling, the bottleneck stage and label_image")
     parser.add_argument("--network_threads", type=int, default=0,
-                        help="TensorFlow's threads in this process (intra- and inter-op; 0: its "
-                        "default, one per core). 1 on a 2-core machine leaves a core to the "
-                        "readers, as a GPU running the network leaves them every core: the "
-                        "ceiling drops to one core's, and the stage shows whether reading "
-                        "hides behind the network when a core is free for it")
+                        help="TensorFlow's threads in this process (intra- and inter-op; 0: "
+                        "retrain's default, one per core or per CPU of a cgroup quota). 1 on a "
+                        "2-core machine leaves a core to the readers, as a GPU running the "
+                        "network leaves them every core: the ceiling drops to one core's, and "
+                        "the stage shows whether reading hides behind the network when a core "
+                        "is free for it")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="turns of ceiling, bottlenecks, reading and label_image; each reports "
-                             "its best "
-                             "and the median of its ratio to its turn's ceiling")
+                        help="turns of ceiling, bottlenecks, reading and label_image; each "
+                             "reports its best and the median of its ratio to its turn's "
+                             "ceiling")
     parser.add_argument("--cached_images", type=int, default=10000, help="images in the reload test")
     parser.add_argument("--steps", type=int, default=4000, help="training steps")
     parser.add_argument("--feature_dim", type=int, default=1280, help="bottleneck size for training")
@@ -641,6 +643,8 @@ def main():
     if args.network_threads:
         limit_network_threads(args.network_threads)
         results["network_threads"] = args.network_threads
+    else:
+        devices.fit_threads_to_cpu_quota()  # As retrain and label_image do.
     if args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:

@@ -279,6 +279,20 @@ passed "label_image in a pipeline: one JSON line per image, the right top label"
 [[ ${statuses[0]} != 0 ]] || fail "label_image exited 0 although an image was missing"
 passed "label_image's failure is the container's exit status (${statuses[0]})"
 
+phase "docker run --cpus 1"
+# A CPU quota leaves the cores TensorFlow sees as they are: retrain reads the quota instead.
+if (( $(nproc) >= 2 )); then
+    docker run --rm --cpus 1 --read-only --tmpfs /tmp -v "${out}:/out:ro" -v "${images}:/new:ro" \
+        "${image}" label_image --image /new/red/red_000.png \
+        >"${workdir}/quota.out" 2>"${workdir}/quota.log" \
+        || fail "label_image under --cpus 1 (log: $(tail -n 5 "${workdir}/quota.log"))"
+    grep -q "The CPU quota allows 1 of $(nproc) cores: TensorFlow runs on 1 thread\." \
+        "${workdir}/quota.log" || fail "label_image under --cpus 1 did not read the quota"
+    [[ "$(head -n 1 "${workdir}/quota.out")" == "red "* ]] \
+        || fail "label_image under --cpus 1 said: $(cat "${workdir}/quota.out")"
+    passed "label_image under docker run --cpus 1 runs TensorFlow on 1 thread"
+fi
+
 phase "scripts/*.sh, cached rerun"
 # The wrappers with a folder name that shell code, -v and --mount would all get wrong.
 # They run as the caller's uid (root here) and reuse the first run's bottlenecks.

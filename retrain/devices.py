@@ -71,8 +71,8 @@ def default_batch_size():
 def usable_cores():
     """The CPU cores this process may run on: its affinity mask (where the OS has one), or
     fewer if its cgroup's CPU quota allows fewer (`docker run --cpus`)."""
-    quota = cpu_quota_cores()
-    return min(_affinity_cores(), quota) if quota else _affinity_cores()
+    cores, quota = _affinity_cores(), cpu_quota_cores()
+    return min(cores, quota) if quota else cores
 
 
 def _affinity_cores():
@@ -95,14 +95,22 @@ def fit_threads_to_cpu_quota():
     if not quota or quota >= cores:
         return
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(quota)
-        tf.config.threading.set_inter_op_parallelism_threads(quota)
+        set_tensorflow_threads(quota)
     except RuntimeError as error:  # TensorFlow already ran something (in a test, a notebook).
         logging.warning("The CPU quota allows %d of %d cores, but TensorFlow's threads can no "
                         "longer be changed (%s).", quota, cores, error)
         return
     logging.info("The CPU quota allows %d of %d cores: TensorFlow runs on %d thread%s.", quota,
                  cores, quota, "" if quota == 1 else "s")
+
+
+def set_tensorflow_threads(threads):
+    """TensorFlow's intra- and inter-op thread pools at `threads` each.
+
+    Raises RuntimeError once TensorFlow has run anything.
+    """
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def cpu_quota_cores(proc_cgroup="/proc/self/cgroup", cgroup_root="/sys/fs/cgroup"):

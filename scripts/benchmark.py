@@ -629,19 +629,12 @@ def print_growth_table(growth):
           f"{growth['fixed_overhead_bytes'] / 2**20:.0f} MB peak RSS.")
 
 
-def limit_network_threads(threads):
-    """TensorFlow's thread pools at `threads` each: must run before TensorFlow runs anything."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
     results = {"module": args.module}
     if args.network_threads:
-        limit_network_threads(args.network_threads)
+        devices.set_tensorflow_threads(args.network_threads)
         results["network_threads"] = args.network_threads
     else:
         devices.fit_threads_to_cpu_quota()  # As retrain and label_image do.

@@ -12,6 +12,7 @@ With a GPU, with several devices, or when the user sets the batch size, there is
 """
 
 import statistics
+import threading
 import time
 
 from absl import logging
@@ -89,22 +90,31 @@ class TunedForward:
         self._schedule = [self.candidates[(round_ + offset) % len(self.candidates)]
                           for round_ in range(rounds) for offset in range(len(self.candidates))]
         self._seconds_per_image = {size: [] for size in self.candidates}
-        self._calls = 0
+        # Several forward passes may run at once (streams.ordered_map): each call takes its
+        # place in the schedule, and records its time, under the lock.
+        self._lock = threading.Lock()
+        self._started = 0
+        self._finished = 0
         self.chosen = None  # The chunk size, once tuning has ended.
 
     def __call__(self, batch):
-        if self.chosen is not None:
-            return self._run(batch, self.chosen)
-        size = self._schedule[self._calls]
+        with self._lock:
+            call = self._started
+            self._started += 1
+        if call >= len(self._schedule):
+            # Past the schedule; until the last tuning calls finish, at the largest size.
+            return self._run(batch, self.chosen or self.full_batch)
+        size = self._schedule[call]
         start = self._clock()
         result = self._run(batch, size)
         elapsed = self._clock() - start
-        # Only full batches compare fairly; the last batch of a job is usually partial.
-        if self._calls >= WARMUP_ROUNDS * len(self.candidates) and len(batch) == self.full_batch:
-            self._seconds_per_image[size].append(elapsed / len(batch))
-        self._calls += 1
-        if self._calls == len(self._schedule):
-            self._choose()
+        with self._lock:
+            # Only full batches compare fairly; the last batch of a job is usually partial.
+            if call >= WARMUP_ROUNDS * len(self.candidates) and len(batch) == self.full_batch:
+                self._seconds_per_image[size].append(elapsed / len(batch))
+            self._finished += 1
+            if self._finished == len(self._schedule):
+                self._choose()
         return result
 
     def _run(self, batch, size):

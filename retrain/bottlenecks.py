@@ -21,6 +21,7 @@ from retrain import devices
 from retrain import modules
 from retrain import preprocess
 from retrain import row_store
+from retrain import streams
 from retrain.bottleneck_cache import BottleneckCache, module_cache_dir
 from retrain.precision import FLOAT32, forward_in
 from retrain.progress import ProgressLogger
@@ -122,7 +123,7 @@ def _row_store(image_files, shards, positions, new_vectors, feature_dim):
 
 
 def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels,
-                      distortions=None, strategy=None):
+                      distortions=None, strategy=None, forward_streams=None):
     """Runs the module over image_files in batches, handing each vector to the cache writer.
 
     With distortions (augment.Distortions), image_files are distorted variants: each one's
@@ -135,6 +136,8 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
       strategy: tf.distribute strategy (None: devices.distribution_strategy()). With more
         than one replica each batch is split across the devices, and `layer` is not used:
         the module is loaded again with its variables on every device.
+      forward_streams: forward passes run at once (streams.ordered_map), each on its own
+        batch; None: devices.forward_streams(). Always 1 with several devices.
 
     Returns:
       ({content_key: float32 [D] vector}, [dataset.SkippedFile] for undecodable images).
@@ -150,14 +153,18 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
         seeds = np.stack([augment.variant_seed(image.content_key) for image in image_files])
         batches = preprocess.distorted_batches(paths, module.image_size, read_size, max_pixels,
                                                distortions, seeds)
-    extract = batch_tuning.tuned(
-        make_extractor(layer, module, read_size, strategy or devices.distribution_strategy()),
-        candidates, "Bottlenecks")
+    strategy = strategy or devices.distribution_strategy()
+    extract = batch_tuning.tuned(make_extractor(layer, module, read_size, strategy), candidates,
+                                 "Bottlenecks")
+    if strategy.num_replicas_in_sync > 1:
+        forward_streams = 1  # One graph already runs every device's share at once.
+    elif forward_streams is None:
+        forward_streams = devices.forward_streams()
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:
-        for batch in batches:
-            features = extract(batch.pixels)
+        for batch, features in streams.ordered_map(lambda batch: extract(batch.pixels), batches,
+                                                   forward_streams):
             for index, vector, error in zip(batch.indices, features, batch.errors):
                 image = image_files[index]
                 if error is None:

@@ -224,7 +224,8 @@ def main(argv):
         from retrain import devices
         # First: TensorFlow cannot split a device or resize its thread pools once it has used
         # them.
-        devices.fit_threads_to_cpu_quota()
+        devices.configure_threads(forward_streams_allowed=not config.fine_tune
+                                  and config.logical_cpu_devices <= 1)
         devices.configure_logical_cpu_devices(config.logical_cpu_devices)
         from retrain import pipeline
         if FLAGS.prepare_module_only:

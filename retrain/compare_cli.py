@@ -73,8 +73,11 @@ def main(argv):
         # Imported here so that --help and flag errors do not wait for TensorFlow.
         from retrain import compare  # pylint: disable=import-outside-toplevel
         from retrain import devices  # pylint: disable=import-outside-toplevel
-        devices.fit_threads_to_cpu_quota()  # Before TensorFlow runs anything.
         config, modules, methods, output_dir, baseline_settings = settings_from_flags()
+        # Before TensorFlow runs anything. Fine-tuning and the from-scratch CNN train one
+        # network at a time, so they keep one pass over every core.
+        devices.configure_threads(
+            forward_streams_allowed="fine_tuned" not in methods and baseline_settings is None)
         rows = compare.compare(config, modules, methods, output_dir, baseline_settings)
     except UserError as error:
         _fail(str(error))

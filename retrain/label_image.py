@@ -11,11 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from retrain import batch_tuning
+from retrain import devices
 from retrain import dataset
 from retrain import export
 from retrain import images
 from retrain import metrics
 from retrain import preprocess
+from retrain import streams
 from retrain.errors import UserError
 
 
@@ -71,20 +73,25 @@ def find_image_files(image_dir):
     return found
 
 
-def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT_MAX_PIXELS):
+def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT_MAX_PIXELS,
+                   forward_streams=None):
     """Yields a Prediction per path, in order; unreadable files carry an error instead.
 
     Files are read, decoded and resized by the reader that computes bottlenecks in training
     (preprocess.pixel_batches), in worker threads ahead of the model.
     batch_size None: batch_tuning's choice among its candidates for this many files.
+    forward_streams: batches run through the model at once (streams.ordered_map); None:
+    devices.forward_streams().
     """
     candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
     batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)
     predict = batch_tuning.tuned(
         lambda pixels: classifier.predict(preprocess.as_unit_float(pixels)), candidates,
         "label_image")
-    for batch in batches:
-        probabilities = predict(batch.pixels)
+    if forward_streams is None:
+        forward_streams = devices.forward_streams()
+    for batch, probabilities in streams.ordered_map(lambda batch: predict(batch.pixels), batches,
+                                                    forward_streams):
         for index, row, error in zip(batch.indices, probabilities, batch.errors):
             if error is None:
                 yield Prediction(paths[index], probabilities=row)

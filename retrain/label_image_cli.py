@@ -167,7 +167,7 @@ def main(argv):
     try:
         console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
         from retrain import devices  # pylint: disable=import-outside-toplevel
-        devices.fit_threads_to_cpu_quota()  # Before TensorFlow runs anything.
+        devices.configure_threads()  # Before TensorFlow runs anything.
         check_precision(FLAGS.precision, FLAGS.tflite_model)
         with precision.forward_in(FLAGS.precision):
             if FLAGS.evaluate:

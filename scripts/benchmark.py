@@ -6,7 +6,9 @@
 Reports (as a table, and as JSON with --json_out); --skip takes a comma-separated list of:
   ceiling      the module's forward throughput on in-memory tensors: a sweep of
                --batch_sizes finds the fastest, at which it is measured again (over --images
-               images, as the two below are) in turns with them; that is the ceiling
+               images, as the two below are) in turns with them; that is the ceiling. It runs
+               as many passes at once as the stage does (retrain.devices.forward_streams:
+               without a GPU, one per core, each on one thread; one with --network_threads)
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
                JPEG files of each --photo_sizes (--photo_content: photo-like detail by
                default, which decodes as slowly as camera photos), at retrain's default batch
@@ -47,6 +49,7 @@ Ratios are only meaningful within one run: the machines are shared and noisy.
 
 import argparse
 import collections
+import concurrent.futures
 import contextlib
 import glob
 import json
@@ -104,12 +107,14 @@ def parse_args():
                         help="the module's number format (retrain --bottleneck_precision) for "
                         "the ceiling, the bottleneck stage and label_image")
     parser.add_argument("--network_threads", type=int, default=0,
-                        help="TensorFlow's threads in this process (intra- and inter-op; 0: "
-                        "retrain's default, one per core or per CPU of a cgroup quota). 1 on a "
-                        "2-core machine leaves a core to the readers, as a GPU running the "
-                        "network leaves them every core: the ceiling drops to one core's, and "
-                        "the stage shows whether reading hides behind the network when a core "
-                        "is free for it")
+                        help="TensorFlow's threads in this process, intra- and inter-op, and "
+                        "one forward pass at a time (0: retrain's default, without a GPU one "
+                        "pass per core at once, each on one thread, see "
+                        "retrain.devices.configure_threads). 2 on a 2-core machine is one pass "
+                        "spread over both cores, as retrain ran before. 1 leaves a core to the "
+                        "readers, as a GPU running the network leaves them every core: the "
+                        "ceiling drops to one core's, and the stage shows whether reading "
+                        "hides behind the network when a core is free for it")
     parser.add_argument("--repeats", type=int, default=3,
                         help="turns of ceiling, bottlenecks, reading and label_image; each "
                              "reports its best and the median of its ratio to its turn's "
@@ -204,20 +209,29 @@ def _natural_crop(rng, textures, height, width):
     return np.ascontiguousarray(crop[:, ::-1] if rng.integers(2) else crop)
 
 
-def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0, images=None):
+def measure_ceiling(layer, image_size, batch_sizes, seconds=4.0, images=None, forward_streams=1):
     """(images/s, CPU ms/image) of the bare forward pass on in-memory tensors, per batch size:
-    for `seconds`, or, if given, over (at least) `images` images."""
+    for `seconds`, or, if given, over (at least) `images` images; with forward_streams > 1,
+    that many threads each call it on a batch of their own at once, as the stage does
+    (devices.forward_streams)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     forward = tf.function(lambda batch: layer(batch, training=False))
     results = {}
     for batch_size in batch_sizes:
-        batch = tf.random.uniform([batch_size, *image_size, 3])
-        forward(batch).numpy()  # Trace and warm up.
-        count, start, cpu_start = 0, time.perf_counter(), time.process_time()
-        while (count < images if images else time.perf_counter() - start < seconds):
-            forward(batch).numpy()
-            count += batch_size
-        results[batch_size] = _rates(count, start, cpu_start)
+        batches = [tf.random.uniform([batch_size, *image_size, 3]) for _ in range(forward_streams)]
+        forward(batches[0]).numpy()  # Trace and warm up.
+        counts = [0] * forward_streams
+        start, cpu_start = time.perf_counter(), time.process_time()
+
+        def run(stream):
+            while (sum(counts) < images if images else time.perf_counter() - start < seconds):
+                forward(batches[stream]).numpy()
+                counts[stream] += batch_size
+
+        with concurrent.futures.ThreadPoolExecutor(forward_streams) as pool:
+            for done in [pool.submit(run, stream) for stream in range(forward_streams)]:
+                done.result()
+        results[batch_size] = _rates(sum(counts), start, cpu_start)
     return results
 
 
@@ -377,10 +391,12 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
         start = time.perf_counter()
         classifier = label_image.load_classifier(saved_model_dir)
         load_seconds = time.perf_counter() - start
+    forward_streams = devices.forward_streams()  # As many as the stage and label_image run.
     sweep = {}
     for _ in range(args.repeats):
         _keep_best(sweep, measure_ceiling(layer, module.image_size,
-                                          [int(value) for value in args.batch_sizes.split(",")]))
+                                          [int(value) for value in args.batch_sizes.split(",")],
+                                          forward_streams=forward_streams))
     best_batch = max(sweep, key=lambda size: sweep[size][0])
     # The ceiling is measured again, as often as what is compared with it: the sweep's best is
     # the best of (batch sizes x repeats) noisy samples, which would flatter it.
@@ -393,7 +409,8 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
             # the best of windows of the same length: short windows catch more of the moments
             # when the machine is quiet, which would flatter the ceiling.
             turn = {"ceiling": measure_ceiling(layer, module.image_size, [best_batch],
-                                               images=args.images)[best_batch]}
+                                               images=args.images,
+                                               forward_streams=forward_streams)[best_batch]}
             if "bottlenecks" not in skip:
                 turn.update({f"bottlenecks_{photo_size}": measure_bottleneck_stage(
                     layer, module, folders[photo_size], None) for photo_size in photo_sizes})
@@ -409,7 +426,7 @@ def measure_against_ceiling(args, skip, work_dir, module, layer, saved_model_dir
             turns.append(turn)
     results = {"ceiling_sweep_images_per_second": {str(size): round(rate, 1)
                                                    for size, (rate, _) in sweep.items()},
-               "best_batch_size": best_batch}
+               "best_batch_size": best_batch, "forward_streams": forward_streams}
     results.update({f"photos_{photo_size}_bits_per_pixel": round(jpeg_bits_per_pixel(folder), 2)
                     for photo_size, folder in folders.items()})
     results.update(_ceiling_results(turns, args, photo_sizes, load_seconds))
@@ -637,7 +654,7 @@ def main():
         devices.set_tensorflow_threads(args.network_threads)
         results["network_threads"] = args.network_threads
     else:
-        devices.fit_threads_to_cpu_quota()  # As retrain and label_image do.
+        devices.configure_threads()  # As retrain and label_image do.
     if args.work_dir:
         os.makedirs(args.work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:

@@ -1,5 +1,5 @@
 """A cgroup CPU quota (`docker run --cpus`) sizes TensorFlow's threads and the readers
-(retrain.devices.cpu_quota_cores, fit_threads_to_cpu_quota)."""
+(retrain.devices.cpu_quota_cores, configure_threads)."""
 
 import os
 import subprocess
@@ -56,7 +56,7 @@ from absl import logging
 logging.set_verbosity(logging.INFO)
 import tensorflow as tf
 from retrain import batch_tuning, devices, preprocess
-devices.fit_threads_to_cpu_quota()
+devices.configure_threads()
 print(tf.config.threading.get_intra_op_parallelism_threads(),
       batch_tuning.batch_size_candidates(None, batch_tuning.MIN_IMAGES_TO_TUNE),
       preprocess.reader_threads())

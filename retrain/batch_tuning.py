@@ -25,7 +25,9 @@ from retrain import devices
 # 14% for lite0) or within 3% of 8, and each size tried costs the job batches at that size.
 CPU_BATCH_SIZE_CANDIDATES = (8, 16)
 # When the network has one thread (a process pinned to one core, a one-core machine), 4 ran
-# 10-13% faster than 16 and 8 within 5% of 16 (devices.ONE_CORE_BATCH_SIZE).
+# 10-13% faster than 16 and 8 within 5% of 16 (devices.ONE_CORE_BATCH_SIZE). That is also
+# each pass's case when one runs per core (devices.configure_threads, the default without a
+# GPU); CPU_BATCH_SIZE_CANDIDATES are for one pass spread over several cores (fine-tuning).
 ONE_CORE_BATCH_SIZE_CANDIDATES = (4, 16)
 # The first batch at each size is not timed: its first call builds the kernels for the shape.
 WARMUP_ROUNDS = 1
@@ -61,7 +63,7 @@ def batch_size_candidates(requested, num_images):
     return CPU_BATCH_SIZE_CANDIDATES
 
 
-def tuned(forward, candidates, what):
+def tuned(forward, candidates, what, passes_at_once=1):
     """forward itself for one candidate; else a TunedForward choosing among them.
 
     Args:
@@ -69,10 +71,12 @@ def tuned(forward, candidates, what):
       candidates: batch sizes (batch_size_candidates); the batches passed in hold
         max(candidates) images, except the last.
       what: names the stage in the log line ("Bottlenecks", "label_image").
+      passes_at_once: how many calls run at once (streams.ordered_map); each call is timed
+        on its own, so the rates in the log line are multiplied by it.
     """
     if len(candidates) == 1:
         return forward
-    return TunedForward(forward, candidates, what)
+    return TunedForward(forward, candidates, what, passes_at_once=passes_at_once)
 
 
 class TunedForward:
@@ -80,8 +84,9 @@ class TunedForward:
     first (WARMUP_ROUNDS + TIMED_ROUNDS) * len(candidates) batches, then of the chosen size:
     the largest, unless a smaller one ran more than SMALLER_SIZE_MARGIN faster."""
 
-    def __init__(self, forward, candidates, what, clock=time.perf_counter):
+    def __init__(self, forward, candidates, what, clock=time.perf_counter, passes_at_once=1):
         self._forward, self._what, self._clock = forward, what, clock
+        self._passes_at_once = passes_at_once
         self.candidates = tuple(candidates)
         self.full_batch = max(self.candidates)
         # Each round tries every size, starting one further along, so that no size always
@@ -133,7 +138,10 @@ class TunedForward:
         largest = max(rates)
         clearly_faster = rates[fastest] > rates[largest] * (1.0 + SMALLER_SIZE_MARGIN)
         self.chosen = fastest if clearly_faster else largest
-        logging.info("%s: %d images per forward pass, chosen by timing (images/s: %s; the "
+        at_once = (f", {self._passes_at_once} passes at once" if self._passes_at_once > 1
+                   else "")
+        logging.info("%s: %d images per forward pass, chosen by timing (images/s%s: %s; the "
                      "largest unless another is over %.0f%% faster).", self._what, self.chosen,
-                     ", ".join(f"{size}: {rate:.1f}" for size, rate in sorted(rates.items())),
+                     at_once, ", ".join(f"{size}: {rate * self._passes_at_once:.1f}"
+                                        for size, rate in sorted(rates.items())),
                      100 * SMALLER_SIZE_MARGIN)

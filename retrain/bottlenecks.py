@@ -154,12 +154,12 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
         batches = preprocess.distorted_batches(paths, module.image_size, read_size, max_pixels,
                                                distortions, seeds)
     strategy = strategy or devices.distribution_strategy()
-    extract = batch_tuning.tuned(make_extractor(layer, module, read_size, strategy), candidates,
-                                 "Bottlenecks")
     if strategy.num_replicas_in_sync > 1:
         forward_streams = 1  # One graph already runs every device's share at once.
     elif forward_streams is None:
         forward_streams = devices.forward_streams()
+    extract = batch_tuning.tuned(make_extractor(layer, module, read_size, strategy), candidates,
+                                 "Bottlenecks", forward_streams)
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:

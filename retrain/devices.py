@@ -43,8 +43,8 @@ def distribution_strategy():
     return tf.distribute.MirroredStrategy([device.name for device in devices])
 
 
-# Images per forward pass on one CPU device, where batch_tuning does not choose by timing
-# (small jobs, several devices). The fastest size varies by machine: on 2 cores
+# Images per forward pass on one CPU device whose operations use several threads (fine-tuning,
+# logical devices), where batch_tuning does not choose by timing (small jobs, several devices). The fastest size varies by machine: on 2 cores
 # efficientnet_lite0 ran at 134, 150 and 155 images/s at 4, 8 and 16 one week (lite2 72,
 # 69, 75; ResNet50 19, 21, 22), and at 97, 94 and about 80 an earlier week. 8 was always
 # within 8% of the fastest; 4 and 16 each lost 14-18% in one of those weeks.

@@ -85,11 +85,11 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
     """
     candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
     batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)
-    predict = batch_tuning.tuned(
-        lambda pixels: classifier.predict(preprocess.as_unit_float(pixels)), candidates,
-        "label_image")
     if forward_streams is None:
         forward_streams = devices.forward_streams()
+    predict = batch_tuning.tuned(
+        lambda pixels: classifier.predict(preprocess.as_unit_float(pixels)), candidates,
+        "label_image", forward_streams)
     for batch, probabilities in streams.ordered_map(lambda batch: predict(batch.pixels), batches,
                                                     forward_streams):
         for index, row, error in zip(batch.indices, probabilities, batch.errors):

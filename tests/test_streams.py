@@ -100,7 +100,7 @@ def test_tuning_in_concurrent_streams_times_each_size_and_returns_every_row(capl
         time.sleep(seconds_per_image[len(batch)] * len(batch))
         return np.asarray(batch, np.float32) * 2.0
 
-    tuned = batch_tuning.TunedForward(forward, (4, 8, 16), "Test")
+    tuned = batch_tuning.TunedForward(forward, (4, 8, 16), "Test", passes_at_once=2)
     rows = np.arange(40 * 16, dtype=np.float32)[:, None]
     batches = [rows[start:start + 16] for start in range(0, len(rows), 16)]
     with caplog.at_level(logging.INFO, logger="absl"):
@@ -109,7 +109,11 @@ def test_tuning_in_concurrent_streams_times_each_size_and_returns_every_row(capl
         np.testing.assert_array_equal(result, batch * 2.0)
     assert [batch[0, 0] for batch, _ in results] == [batch[0, 0] for batch in batches]
     assert tuned.chosen == 8
+    # Rates for both passes together: 16 images per 32 ms a pass, two passes at once.
     assert "Test: 8 images per forward pass" in caplog.text
+    assert "(images/s, 2 passes at once: 4: " in caplog.text
+    rate_at_16 = float(caplog.text.split(" 16: ")[1].split(";")[0])
+    assert 600 < rate_at_16 < 1100
     rounds = batch_tuning.WARMUP_ROUNDS + batch_tuning.TIMED_ROUNDS
     assert chunk_sizes.count(16) >= rounds and chunk_sizes.count(4) == 4 * rounds
 

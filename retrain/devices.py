@@ -44,10 +44,11 @@ def distribution_strategy():
 
 
 # Images per forward pass on one CPU device whose operations use several threads (fine-tuning,
-# logical devices), where batch_tuning does not choose by timing (small jobs, several devices). The fastest size varies by machine: on 2 cores
-# efficientnet_lite0 ran at 134, 150 and 155 images/s at 4, 8 and 16 one week (lite2 72,
-# 69, 75; ResNet50 19, 21, 22), and at 97, 94 and about 80 an earlier week. 8 was always
-# within 8% of the fastest; 4 and 16 each lost 14-18% in one of those weeks.
+# logical devices), where batch_tuning does not choose by timing (small jobs, several
+# devices). The fastest size varies by machine: on 2 cores efficientnet_lite0 ran at 134, 150
+# and 155 images/s at 4, 8 and 16 one week (lite2 72, 69, 75; ResNet50 19, 21, 22), and at
+# 97, 94 and about 80 an earlier week. 8 was always within 8% of the fastest; 4 and 16 each
+# lost 14-18% in one of those weeks.
 CPU_BATCH_SIZE = 8
 # On one core smaller batches run faster (they stay in the core's caches): pinned to one core
 # (taskset), lite0 ran at 99.7-99.9, 91.0 and 88.6-89.3 images/s at 4, 8 and 16 images per
@@ -101,8 +102,8 @@ def configure_threads(forward_streams_allowed=True):
     """
     quota, affinity = cpu_quota_cores(), _affinity_cores()
     cores = usable_cores()
-    quota_note = (f"The CPU quota allows {cores} of {affinity} cores: " if quota and quota < affinity
-                  else "")
+    under_quota = quota and quota < affinity
+    quota_note = f"The CPU quota allows {cores} of {affinity} cores: " if under_quota else ""
     if forward_streams_allowed and cores > 1 and not tf.config.list_physical_devices("GPU"):
         if _try_set_threads(1, cores, quota_note):
             logging.info("%sTensorFlow runs %d forward passes at once, one per core, each on one "

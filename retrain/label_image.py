@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from retrain import batch_tuning
-from retrain import devices
 from retrain import dataset
+from retrain import devices
 from retrain import export
 from retrain import images
 from retrain import metrics

@@ -19,9 +19,9 @@ def ordered_map(function, items, streams):
     Items are taken from `items` in the caller's thread only, so an iterator that is not
     thread-safe (preprocess.pixel_batches) is fine. One item more than `streams` is handed out
     at a time: a worker that finishes takes the next one while the caller is still busy with
-    a result. An exception in a
-    call is raised here, at its item's turn; leaving the loop early (an error, Ctrl-C, close())
-    cancels the calls not yet started and waits for the running ones, which are short.
+    a result. An exception in a call is raised here, at its item's turn; leaving the loop
+    early (an error, Ctrl-C, close()) cancels the calls not yet started and waits for the
+    running ones, which are short.
     """
     if streams <= 1:
         for item in items:

@@ -77,6 +77,29 @@ def fresh_colour_images(tmp_path):
     return write_solid_colour_images(tmp_path / "photos")
 
 
+class NullWriter:
+    """Stands in for the bottleneck cache's writer: compute_and_store returns the vectors too."""
+
+    def add(self, key, vector):
+        pass
+
+    def flush(self):
+        pass
+
+
+def tiny_classifier(module_path, saved_model_dir, labels=("blue", "green", "red")):
+    """The tiny module with a random new layer, exported and loaded as label_image loads it."""
+    # pylint: disable=import-outside-toplevel
+    from retrain import export, label_image, modules, train
+
+    module = modules.resolve_module(module_path)
+    head = train.Head(np.random.default_rng(0).normal(0, 1, (6, len(labels))).astype(np.float32),
+                      np.zeros(len(labels), np.float32))
+    export.export_saved_model(modules.load_feature_extractor(module), head, list(labels),
+                              module.image_size, str(saved_model_dir))
+    return label_image.load_classifier(str(saved_model_dir))
+
+
 def fast_config(image_dir, module, output_dir, **overrides):
     """A RetrainConfig for tests: few steps with a large learning rate."""
     from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel

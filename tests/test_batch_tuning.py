@@ -15,10 +15,8 @@ from retrain import batch_tuning
 from retrain import bottlenecks
 from retrain import dataset
 from retrain import devices
-from retrain import export
 from retrain import label_image
 from retrain import modules
-from retrain import train
 import conftest
 
 
@@ -177,16 +175,6 @@ def test_a_process_pinned_to_one_core_tries_four_images_per_pass():
     assert completed.stdout.split("\n")[-2] == "(4, 16) 1"
 
 
-class _NullWriter:
-    """Stands in for the cache writer: compute_and_store returns the vectors too."""
-
-    def add(self, key, vector):
-        pass
-
-    def flush(self):
-        pass
-
-
 def _small_tuning_job(monkeypatch):
     """Makes tuning start at 200 images: the tiny module is fast, but 200 still are a few."""
     monkeypatch.setattr(batch_tuning, "MIN_IMAGES_TO_TUNE", 200)
@@ -201,8 +189,8 @@ def test_tuned_bottlenecks_equal_those_of_a_fixed_batch_size(tmp_path, tiny_modu
     layer = modules.load_feature_extractor(module)
 
     with caplog.at_level(logging.INFO, logger="absl"):
-        tuned, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), None, 10**8)
-    fixed, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), 4, 10**8)
+        tuned, _ = bottlenecks.compute_and_store(layer, module, images, conftest.NullWriter(), None, 10**8)
+    fixed, _ = bottlenecks.compute_and_store(layer, module, images, conftest.NullWriter(), 4, 10**8)
     assert "Bottlenecks: " in caplog.text and "images per forward pass, chosen by timing" in caplog.text
     assert sorted(tuned) == sorted(fixed) and len(tuned) == len(images)
     for key, vector in fixed.items():
@@ -220,9 +208,9 @@ def test_tuned_distorted_variants_equal_those_of_a_fixed_batch_size(tmp_path, ti
     module = modules.resolve_module(tiny_module)
     layer = modules.load_feature_extractor(module)
     with caplog.at_level(logging.INFO, logger="absl"):
-        tuned, _ = bottlenecks.compute_and_store(layer, module, variants, _NullWriter(), None,
+        tuned, _ = bottlenecks.compute_and_store(layer, module, variants, conftest.NullWriter(), None,
                                                  10**8, distortions)
-    fixed, _ = bottlenecks.compute_and_store(layer, module, variants, _NullWriter(), 4, 10**8,
+    fixed, _ = bottlenecks.compute_and_store(layer, module, variants, conftest.NullWriter(), 4, 10**8,
                                              distortions)
     assert "images per forward pass, chosen by timing" in caplog.text
     assert sorted(tuned) == sorted(fixed) and len(tuned) == len(variants)
@@ -234,13 +222,7 @@ def test_tuned_label_image_predicts_every_file_in_order(tmp_path, tiny_module, m
     _small_tuning_job(monkeypatch)
     folder = conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=70)
     (tmp_path / "images" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    module = modules.resolve_module(tiny_module)
-    saved_model_dir = str(tmp_path / "model")
-    head = train.Head(np.random.default_rng(0).normal(0, 1, (6, 3)).astype(np.float32),
-                      np.zeros(3, np.float32))
-    export.export_saved_model(modules.load_feature_extractor(module), head,
-                              ["blue", "green", "red"], module.image_size, saved_model_dir)
-    classifier = label_image.load_classifier(saved_model_dir)
+    classifier = conftest.tiny_classifier(tiny_module, tmp_path / "model")
     paths = label_image.find_image_files(folder)
     with caplog.at_level(logging.INFO, logger="absl"):
         tuned = list(label_image.classify_files(classifier, paths))

@@ -19,6 +19,7 @@ from retrain import dataset
 from retrain import devices
 from retrain import modules
 from retrain.errors import UserError
+import conftest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,16 +85,6 @@ def test_two_logical_cpus_compute_the_single_device_vectors(tmp_path, tiny_modul
         os.path.join(folder, "red", "broken.jpg")]
 
 
-class _NullWriter:
-    """Stands in for the cache writer: compute_and_store returns the vectors too."""
-
-    def add(self, key, vector):
-        pass
-
-    def flush(self):
-        pass
-
-
 def _cached_vectors(bottleneck_dir, module):
     cache = bottleneck_cache.BottleneckCache(bottleneck_cache.module_cache_dir(bottleneck_dir, module))
     cached = cache.load(cache.read_description()["feature_dim"])
@@ -113,7 +104,7 @@ def test_cli_flag_splits_the_cpu_and_caches_the_single_device_vectors(tmp_path, 
 
     images = dataset.find_images(colour_images).images
     one_device, _ = bottlenecks.compute_and_store(
-        modules.load_feature_extractor(module), module, images, _NullWriter(), 7, 10**8)
+        modules.load_feature_extractor(module), module, images, conftest.NullWriter(), 7, 10**8)
     assert sorted(two_devices) == sorted(one_device)
     for key, vector in one_device.items():
         np.testing.assert_array_equal(two_devices[key], vector)

@@ -14,11 +14,9 @@ from retrain import batch_tuning
 from retrain import bottlenecks
 from retrain import dataset
 from retrain import devices
-from retrain import export
 from retrain import label_image
 from retrain import modules
 from retrain import streams
-from retrain import train
 import conftest
 
 _ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -118,22 +116,14 @@ def test_tuning_in_concurrent_streams_times_each_size_and_returns_every_row(capl
     assert chunk_sizes.count(16) >= rounds and chunk_sizes.count(4) == 4 * rounds
 
 
-class _NullWriter:
-    def add(self, key, vector):
-        pass
-
-    def flush(self):
-        pass
-
-
 def test_bottlenecks_in_two_streams_equal_those_in_one(tmp_path, tiny_module):
     conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=15)  # 45 images
     images = dataset.find_images(str(tmp_path / "images")).images
     module = modules.resolve_module(tiny_module)
     layer = modules.load_feature_extractor(module)
-    one, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), 4, 10**8,
+    one, _ = bottlenecks.compute_and_store(layer, module, images, conftest.NullWriter(), 4, 10**8,
                                            forward_streams=1)
-    two, _ = bottlenecks.compute_and_store(layer, module, images, _NullWriter(), 4, 10**8,
+    two, _ = bottlenecks.compute_and_store(layer, module, images, conftest.NullWriter(), 4, 10**8,
                                            forward_streams=2)
     assert sorted(two) == sorted(one) and len(one) == len(images)
     for key, vector in one.items():
@@ -143,13 +133,7 @@ def test_bottlenecks_in_two_streams_equal_those_in_one(tmp_path, tiny_module):
 def test_label_image_in_two_streams_predicts_every_file_in_order(tmp_path, tiny_module):
     folder = conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=12)
     (tmp_path / "images" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    module = modules.resolve_module(tiny_module)
-    saved_model_dir = str(tmp_path / "model")
-    head = train.Head(np.random.default_rng(0).normal(0, 1, (6, 3)).astype(np.float32),
-                      np.zeros(3, np.float32))
-    export.export_saved_model(modules.load_feature_extractor(module), head,
-                              ["blue", "green", "red"], module.image_size, saved_model_dir)
-    classifier = label_image.load_classifier(saved_model_dir)
+    classifier = conftest.tiny_classifier(tiny_module, tmp_path / "model")
     paths = label_image.find_image_files(folder)
     one = list(label_image.classify_files(classifier, paths, 4, forward_streams=1))
     two = list(label_image.classify_files(classifier, paths, 4, forward_streams=2))

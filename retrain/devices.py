@@ -83,15 +83,26 @@ def _affinity_cores():
     return os.cpu_count() or 1
 
 
+# Up to this many cores, a forward-only job runs one pass per core (configure_threads); on more,
+# one pass over every core, as TensorFlow does by default. Each pass is a Python thread, and
+# each call costs its calling thread 3-4 ms of CPU (Python and TensorFlow's dispatch, part of
+# it holding the GIL; how much was not measured) against 48 ms for the call at 4 images on one
+# core of this machine, 190 ms at 16: a dozen or more passes at 4 images could queue for the
+# GIL. Only 2 cores were measured (1.12-1.18x); above 8 the old way is kept until a larger
+# machine shows the gain.
+MAX_FORWARD_STREAMS = 8
+
+
 def configure_threads(forward_streams_allowed=True):
     """Sizes TensorFlow's thread pools for this process. Must run before TensorFlow runs anything.
 
-    Without a GPU, on more than one core, and when the job only runs the network forward on one
-    device (forward_streams_allowed: no fine-tuning, no logical CPU devices), each operation runs
-    on one thread and as many run at once as there are cores: the bottleneck stage and
-    label_image then run one forward pass per core at a time (forward_streams(), streams.py).
-    On the 2-core machines here that ran efficientnet_lite0 at 1.10 times the rate of one pass
-    on both cores, and trained the new layer faster too (4000 steps: 3.1-3.8 s against 3.5-5.0).
+    Without a GPU, on 2 to MAX_FORWARD_STREAMS cores, and when the job only runs the network
+    forward on one device (forward_streams_allowed: no fine-tuning, no logical CPU devices),
+    each operation runs on one thread and as many run at once as there are cores: the
+    bottleneck stage and label_image then run one forward pass per core at a time
+    (forward_streams(), streams.py). On the 2-core machines here that ran efficientnet_lite0's
+    stage at 1.12-1.18 times the rate of one pass on both cores, and trained the new layer no
+    slower (4000 steps: 3.1-3.8 s against 3.5-5.0).
     Fine-tuning trains one network at a time, so it keeps one pass over every core.
 
     Otherwise the pools follow the CPU quota when it is below the cores. TensorFlow sizes them
@@ -104,7 +115,8 @@ def configure_threads(forward_streams_allowed=True):
     cores = usable_cores()
     under_quota = quota and quota < affinity
     quota_note = f"The CPU quota allows {cores} of {affinity} cores: " if under_quota else ""
-    if forward_streams_allowed and cores > 1 and not tf.config.list_physical_devices("GPU"):
+    if (forward_streams_allowed and 1 < cores <= MAX_FORWARD_STREAMS
+            and not tf.config.list_physical_devices("GPU")):
         if _try_set_threads(1, cores, quota_note):
             logging.info("%sTensorFlow runs %d forward passes at once, one per core, each on one "
                          "thread.", quota_note, cores)

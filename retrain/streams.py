@@ -3,9 +3,9 @@
 On a CPU, one forward pass spread over every core (TensorFlow's intra-op threads) spends part
 of its time splitting each operation and waiting for the slowest share: efficientnet_lite0's
 layers are small. Several passes at once, each on its own batch and on one thread, keep every
-core on work of its own. On the 2-core machines here, two such passes ran lite0 at 1.10 times
-the rate of one pass on both cores (median of paired turns; devices.configure_threads
-decides when the process runs this way).
+core on work of its own. On the 2-core machines here, two such passes ran lite0 at 1.15 times
+the rate of one pass on both cores, on in-memory tensors and in the bottleneck stage
+(1.12-1.18; devices.configure_threads decides when the process runs this way).
 """
 
 import collections

@@ -189,3 +189,21 @@ def test_one_core_runs_one_pass():
     output, log = _configured("allowed", "one_core")
     assert output == "0 0 1 (4, 16)"
     assert "forward passes at once" not in log
+
+
+_MANY_CORES = """
+from retrain import devices
+devices.usable_cores = lambda: devices.MAX_FORWARD_STREAMS + 4
+import tensorflow as tf
+devices.configure_threads()
+print(tf.config.threading.get_intra_op_parallelism_threads(), devices.forward_streams())
+"""
+
+
+def test_many_cores_keep_one_pass_over_every_core():
+    """Above MAX_FORWARD_STREAMS, where the passes' Python dispatch could queue for the GIL."""
+    completed = subprocess.run([sys.executable, "-c", _MANY_CORES], capture_output=True,
+                               text=True, timeout=300, cwd=_ROOT, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split("\n")[-2] == "0 1"
+    assert "forward passes at once" not in completed.stderr

@@ -104,9 +104,9 @@ def define_training_flags(flag_values=FLAGS):
     integer("validation_percentage", _DEFAULTS.validation_percentage,
             "Percent of images held out for validation during training.")
     integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
-            "Images per forward pass when computing bottlenecks. Default: on a CPU 16, or 8 if "
+            "Images per forward pass when computing bottlenecks. Default: on a CPU 16, or 4 if "
             "that was over 5% faster on the first batches of a job of 1000 images or more (else "
-            "8); with one core 16 or 4 (else 4); 64 per GPU.",
+            "4); with --fine_tune 16 or 8 (else 8); 64 per GPU.",
             lower_bound=1)
     flags.DEFINE_enum("bottleneck_precision", _DEFAULTS.bottleneck_precision,
                       list(precision.PRECISIONS),

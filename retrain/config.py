@@ -63,10 +63,10 @@ class RetrainConfig:
     validation_percentage: int = 10
     print_misclassified_test_images: bool = False
 
-    # None: on one CPU device, batch_tuning times 8 and 16 (4 and 16 when the network has one
-    # thread) on a job of 1000 images or more and keeps 16 unless the other was clearly
-    # faster; otherwise devices.default_batch_size() (8 per CPU device, 4 on one core, 64 per
-    # GPU).
+    # None: on one CPU device, batch_tuning times 4 and 16 when each pass has one thread (a pass
+    # per core, or one core; 8 and 16 when a pass spans several cores, as with fine_tune) on a
+    # job of 1000 images or more and keeps 16 unless the other was clearly faster; otherwise
+    # devices.default_batch_size() (4 or 8 per CPU device likewise, 64 per GPU).
     bottleneck_batch_size: Optional[int] = None
     # The module's number format while it computes bottlenecks (retrain.precision): "float32",
     # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.

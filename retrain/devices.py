@@ -111,10 +111,8 @@ def configure_threads(forward_streams_allowed=True):
     cores, lite0's forward pass ran at 90 images/s on TensorFlow's 2 threads and at 97 on 1
     (100 at 4 images per pass, which batch_tuning then tries).
     """
-    quota, affinity = cpu_quota_cores(), _affinity_cores()
-    cores = usable_cores()
-    under_quota = quota and quota < affinity
-    quota_note = f"The CPU quota allows {cores} of {affinity} cores: " if under_quota else ""
+    affinity, cores = _affinity_cores(), usable_cores()  # Fewer cores: the quota allows fewer.
+    quota_note = f"The CPU quota allows {cores} of {affinity} cores: " if cores < affinity else ""
     if (forward_streams_allowed and 1 < cores <= MAX_FORWARD_STREAMS
             and not tf.config.list_physical_devices("GPU")):
         if _try_set_threads(1, cores, quota_note):

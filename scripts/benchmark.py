@@ -17,7 +17,10 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                size too
   reading      the readers alone (retrain.preprocess.pixel_batches, one thread per core, at
                normal priority, no network) on the JPEGs of each --photo_sizes: how many
-               images/s this CPU can feed a network that runs on a device of its own (a GPU)
+               images/s this CPU can feed a network that runs on a device of its own (a GPU);
+               with the ceiling's CPU time per image, it also gives the most of the ceiling
+               the stage and label_image can reach where reading shares the network's cores
+               (`..._cpu_bound_vs_ceiling`, and `..._vs_cpu_bound`: how close they came)
   label_image  label_image's code path (read, decode, resize, classify, format) on --images
                JPEG files with an exported classifier (the module and a random new layer), at
                its default batch size (batch_tuning's choice, like the bottleneck stage's)
@@ -508,9 +511,36 @@ def _ceiling_results(turns, args, photo_sizes, load_seconds):
                 turn[name][0] / turn["ceiling"][0] for turn in turns), 3)
             results[f"{label}_cpu_ms_per_image"] = round(best[name][1], 2)
             results[f"{label}_vs_ceiling_in_cpu_time"] = round(cpu_ms / best[name][1], 3)
+    results.update(_cpu_bound_results(best, results, photo_sizes, args.images))
     if load_seconds is not None:
         results["label_image_model_load_seconds"] = round(load_seconds, 2)
     return results
+
+
+def _cpu_bound_results(best, results, photo_sizes, images):
+    """The most of the ceiling the stage and label_image can reach when reading shares the
+    network's cores (no GPU), and how close they came.
+
+    When the network alone keeps every core busy, as it does on a CPU, each image costs its
+    forward pass's CPU time plus its reading's, and the cores' time is all there is: the rate
+    can be at most ceiling CPU ms / (ceiling CPU ms + reading CPU ms) of the ceiling's. On a
+    GPU, or with a core the network leaves free (--network_threads 1 on 2 cores), reading runs
+    beside the network and this bound does not apply. Against it: the median of turns.
+    """
+    network_cpu_ms = best["ceiling"][1]
+    rows = {}
+    measured = [(f"bottleneck_stage_{size}", f"bottlenecks_{size}", size) for size in photo_sizes]
+    measured.append((f"bottleneck_stage_{photo_sizes[0]}_at_best_batch_size",
+                     "bottlenecks_at_best_batch", photo_sizes[0]))
+    measured.append((f"label_image_{images}", "label_image", photo_sizes[0]))
+    for label, name, size in measured:
+        if name not in best or f"reading_{size}" not in best:
+            continue
+        bound = network_cpu_ms / (network_cpu_ms + best[f"reading_{size}"][1])
+        rows[f"{label}_cpu_bound_vs_ceiling"] = round(bound, 3)
+        rows[f"{label}_vs_cpu_bound"] = round(
+            results[f"{label}_vs_ceiling_median_of_turns"] / bound, 3)
+    return rows
 
 
 # Every distortion on, so both ways pay for all of them.

@@ -30,6 +30,16 @@ def test_benchmark_reports_the_stage_and_label_image_against_the_ceiling(tmp_pat
         assert results[f"{name}_vs_ceiling"] > 0
         # With one turn, the median of the paired ratios is that turn's, the best against the best.
         assert results[f"{name}_vs_ceiling_median_of_turns"] == results[f"{name}_vs_ceiling"]
+        if not name.startswith("reading"):
+            # The CPU-time bound: network CPU / (network CPU + reading CPU), per photo size.
+            size = name.split("_")[2] if name.startswith("bottleneck") else "64x48"
+            network, reading = (results["ceiling_cpu_ms_per_image"],
+                                results[f"reading_alone_{size}_cpu_ms_per_image"])
+            assert abs(results[f"{name}_cpu_bound_vs_ceiling"]
+                       - network / (network + reading)) < 0.01
+    assert results["bottleneck_stage_64x48_vs_cpu_bound"] == round(
+        results["bottleneck_stage_64x48_vs_ceiling"]
+        / results["bottleneck_stage_64x48_cpu_bound_vs_ceiling"], 3)
     assert results["cache_size_vs_raw_float32"] < 1.1
     assert results["training_seconds_20_steps"] > 0
     # The table on stdout has a row per result.

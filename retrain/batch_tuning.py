@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain import devices
+from retrain import streams
 
 # 4 is not among them: in every week timed here it was either the slowest of 4, 8 and 16 (by
 # 14% for lite0) or within 3% of 8, and each size tried costs the job batches at that size.
@@ -77,6 +78,26 @@ def tuned(forward, candidates, what, passes_at_once=1):
     if len(candidates) == 1:
         return forward
     return TunedForward(forward, candidates, what, passes_at_once=passes_at_once)
+
+
+def forward_batches(forward, batches, candidates, what, forward_streams=None):
+    """Runs forward on each batch's pixels, tuned among candidates (see tuned), with
+    forward_streams passes at once (streams.ordered_map; None: devices.forward_streams()).
+
+    Args:
+      forward: function, pixels [n, H, W, 3] -> numpy array [n, ...].
+      batches: preprocess.PixelBatch-es of max(candidates) images (the last may be smaller).
+      what: names the job in the tuning's log line ("Bottlenecks", "label_image").
+
+    Yields:
+      (batch, forward's output for its pixels), in the order of batches.
+    """
+    if forward_streams is None:
+        forward_streams = devices.forward_streams()
+    forward = tuned(forward, candidates, what, forward_streams)
+    for batch, outputs in streams.ordered_map(lambda batch: forward(batch.pixels), batches,
+                                              forward_streams):
+        yield batch, outputs
 
 
 class TunedForward:

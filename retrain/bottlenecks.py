@@ -21,7 +21,6 @@ from retrain import devices
 from retrain import modules
 from retrain import preprocess
 from retrain import row_store
-from retrain import streams
 from retrain.bottleneck_cache import BottleneckCache, module_cache_dir
 from retrain.precision import FLOAT32, forward_in
 from retrain.progress import ProgressLogger
@@ -156,15 +155,12 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
     strategy = strategy or devices.distribution_strategy()
     if strategy.num_replicas_in_sync > 1:
         forward_streams = 1  # One graph already runs every device's share at once.
-    elif forward_streams is None:
-        forward_streams = devices.forward_streams()
-    extract = batch_tuning.tuned(make_extractor(layer, module, read_size, strategy), candidates,
-                                 "Bottlenecks", forward_streams)
+    extract = make_extractor(layer, module, read_size, strategy)
     progress = ProgressLogger("Bottlenecks", len(image_files))
     vectors, failed = {}, []
     try:
-        for batch, features in streams.ordered_map(lambda batch: extract(batch.pixels), batches,
-                                                   forward_streams):
+        for batch, features in batch_tuning.forward_batches(extract, batches, candidates,
+                                                            "Bottlenecks", forward_streams):
             for index, vector, error in zip(batch.indices, features, batch.errors):
                 image = image_files[index]
                 if error is None:

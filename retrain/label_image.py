@@ -12,12 +12,10 @@ import tensorflow as tf
 
 from retrain import batch_tuning
 from retrain import dataset
-from retrain import devices
 from retrain import export
 from retrain import images
 from retrain import metrics
 from retrain import preprocess
-from retrain import streams
 from retrain.errors import UserError
 
 
@@ -85,13 +83,12 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
     """
     candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
     batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)
-    if forward_streams is None:
-        forward_streams = devices.forward_streams()
-    predict = batch_tuning.tuned(
-        lambda pixels: classifier.predict(preprocess.as_unit_float(pixels)), candidates,
-        "label_image", forward_streams)
-    for batch, probabilities in streams.ordered_map(lambda batch: predict(batch.pixels), batches,
-                                                    forward_streams):
+
+    def predict(pixels):
+        return classifier.predict(preprocess.as_unit_float(pixels))
+
+    for batch, probabilities in batch_tuning.forward_batches(predict, batches, candidates,
+                                                             "label_image", forward_streams):
         for index, row, error in zip(batch.indices, probabilities, batch.errors):
             if error is None:
                 yield Prediction(paths[index], probabilities=row)
@@ -103,7 +100,6 @@ def top_predictions(prediction, labels, count):
     """[(label, score)] for the `count` most likely labels, highest first."""
     order = np.argsort(-prediction.probabilities, kind="stable")[:count]
     return [(labels[index], float(prediction.probabilities[index])) for index in order]
-
 
 
 @dataclasses.dataclass

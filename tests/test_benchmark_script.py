@@ -37,9 +37,11 @@ def test_benchmark_reports_the_stage_and_label_image_against_the_ceiling(tmp_pat
                                 results[f"reading_alone_{size}_cpu_ms_per_image"])
             assert abs(results[f"{name}_cpu_bound_vs_ceiling"]
                        - network / (network + reading)) < 0.01
-    assert results["bottleneck_stage_64x48_vs_cpu_bound"] == round(
-        results["bottleneck_stage_64x48_vs_ceiling"]
-        / results["bottleneck_stage_64x48_cpu_bound_vs_ceiling"], 3)
+    # Against the bound, the median of turns (one turn here): within the rounding of both.
+    against_bound = (results["bottleneck_stage_64x48_vs_ceiling"]
+                     / results["bottleneck_stage_64x48_cpu_bound_vs_ceiling"])
+    assert (abs(results["bottleneck_stage_64x48_vs_cpu_bound"] - against_bound)
+            < 0.01 * against_bound)
     assert results["cache_size_vs_raw_float32"] < 1.1
     assert results["training_seconds_20_steps"] > 0
     # The table on stdout has a row per result.

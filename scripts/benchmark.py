@@ -491,6 +491,9 @@ def _ceiling_results(turns, args, photo_sizes, load_seconds):
     is the steadier estimate of the wall-clock ratio on an idle one, where the network keeps
     every core busy: a process with more threads than the ceiling's gets a larger share of
     contended cores, which flatters the wall-clock ratio.
+
+    Where the readers were measured on the same photos: the CPU's bound (cpu_bound), and the
+    median of turns against it.
     """
     best = {}
     for turn in turns:
@@ -498,49 +501,41 @@ def _ceiling_results(turns, args, photo_sizes, load_seconds):
     rate, cpu_ms = best["ceiling"]
     results = {"ceiling_images_per_second": round(rate, 1),
                "ceiling_cpu_ms_per_image": round(cpu_ms, 2)}
-    measured = [(f"bottleneck_stage_{size}", f"bottlenecks_{size}") for size in photo_sizes]
+    # (result label, measurement, the readers' measurement on the same photos: None for those).
+    measured = [(f"bottleneck_stage_{size}", f"bottlenecks_{size}", f"reading_{size}")
+                for size in photo_sizes]
     measured.append((f"bottleneck_stage_{photo_sizes[0]}_at_best_batch_size",
-                     "bottlenecks_at_best_batch"))
-    measured.append((f"label_image_{args.images}", "label_image"))
-    measured.extend((f"reading_alone_{size}", f"reading_{size}") for size in photo_sizes)
-    for label, name in measured:
+                     "bottlenecks_at_best_batch", f"reading_{photo_sizes[0]}"))
+    measured.append((f"label_image_{args.images}", "label_image", f"reading_{photo_sizes[0]}"))
+    measured.extend((f"reading_alone_{size}", f"reading_{size}", None) for size in photo_sizes)
+    for label, name, reading in measured:
         if name in best:
+            median_of_turns = statistics.median(turn[name][0] / turn["ceiling"][0]
+                                                for turn in turns)
             results[f"{label}_images_per_second"] = round(best[name][0], 1)
             results[f"{label}_vs_ceiling"] = round(best[name][0] / rate, 3)
-            results[f"{label}_vs_ceiling_median_of_turns"] = round(statistics.median(
-                turn[name][0] / turn["ceiling"][0] for turn in turns), 3)
+            results[f"{label}_vs_ceiling_median_of_turns"] = round(median_of_turns, 3)
             results[f"{label}_cpu_ms_per_image"] = round(best[name][1], 2)
             results[f"{label}_vs_ceiling_in_cpu_time"] = round(cpu_ms / best[name][1], 3)
-    results.update(_cpu_bound_results(best, results, photo_sizes, args.images))
+            if reading in best:
+                bound = cpu_bound(cpu_ms, best[reading][1])
+                results[f"{label}_cpu_bound_vs_ceiling"] = round(bound, 3)
+                results[f"{label}_vs_cpu_bound"] = round(median_of_turns / bound, 3)
     if load_seconds is not None:
         results["label_image_model_load_seconds"] = round(load_seconds, 2)
     return results
 
 
-def _cpu_bound_results(best, results, photo_sizes, images):
+def cpu_bound(network_cpu_ms, reading_cpu_ms):
     """The most of the ceiling the stage and label_image can reach when reading shares the
-    network's cores (no GPU), and how close they came.
+    network's cores (no GPU).
 
     When the network alone keeps every core busy, as it does on a CPU, each image costs its
-    forward pass's CPU time plus its reading's, and the cores' time is all there is: the rate
-    can be at most ceiling CPU ms / (ceiling CPU ms + reading CPU ms) of the ceiling's. On a
-    GPU, or with a core the network leaves free (--network_threads 1 on 2 cores), reading runs
-    beside the network and this bound does not apply. Against it: the median of turns.
+    forward pass's CPU time plus its reading's, and the cores' time is all there is. On a GPU,
+    or with a core the network leaves free (--network_threads 1 on 2 cores), reading runs
+    beside the network and this bound does not apply.
     """
-    network_cpu_ms = best["ceiling"][1]
-    rows = {}
-    measured = [(f"bottleneck_stage_{size}", f"bottlenecks_{size}", size) for size in photo_sizes]
-    measured.append((f"bottleneck_stage_{photo_sizes[0]}_at_best_batch_size",
-                     "bottlenecks_at_best_batch", photo_sizes[0]))
-    measured.append((f"label_image_{images}", "label_image", photo_sizes[0]))
-    for label, name, size in measured:
-        if name not in best or f"reading_{size}" not in best:
-            continue
-        bound = network_cpu_ms / (network_cpu_ms + best[f"reading_{size}"][1])
-        rows[f"{label}_cpu_bound_vs_ceiling"] = round(bound, 3)
-        rows[f"{label}_vs_cpu_bound"] = round(
-            results[f"{label}_vs_ceiling_median_of_turns"] / bound, 3)
-    return rows
+    return network_cpu_ms / (network_cpu_ms + reading_cpu_ms)
 
 
 # Every distortion on, so both ways pay for all of them.

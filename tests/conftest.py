@@ -100,6 +100,17 @@ def tiny_classifier(module_path, saved_model_dir, labels=("blue", "green", "red"
     return label_image.load_classifier(str(saved_model_dir))
 
 
+def assert_same_predictions(predictions, expected, paths):
+    """Two label_image runs over `paths` predicted every file in order, failed on the same
+    single broken file, and agree on the rest."""
+    assert [p.path for p in predictions] == paths == [p.path for p in expected]
+    assert [p.error is None for p in predictions] == [p.error is None for p in expected]
+    assert sum(p.error is not None for p in predictions) == 1
+    for a, b in zip(predictions, expected):
+        if a.error is None:
+            np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-6)
+
+
 def fast_config(image_dir, module, output_dir, **overrides):
     """A RetrainConfig for tests: few steps with a large learning rate."""
     from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel

@@ -228,9 +228,4 @@ def test_tuned_label_image_predicts_every_file_in_order(tmp_path, tiny_module, m
         tuned = list(label_image.classify_files(classifier, paths))
     fixed = list(label_image.classify_files(classifier, paths, batch_size=4))
     assert "label_image: " in caplog.text and "images per forward pass" in caplog.text
-    assert [p.path for p in tuned] == paths == [p.path for p in fixed]
-    assert [p.error is None for p in tuned] == [p.error is None for p in fixed]
-    assert sum(p.error is not None for p in tuned) == 1
-    for a, b in zip(tuned, fixed):
-        if a.error is None:
-            np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-6)
+    conftest.assert_same_predictions(tuned, fixed, paths)

@@ -137,12 +137,7 @@ def test_label_image_in_two_streams_predicts_every_file_in_order(tmp_path, tiny_
     paths = label_image.find_image_files(folder)
     one = list(label_image.classify_files(classifier, paths, 4, forward_streams=1))
     two = list(label_image.classify_files(classifier, paths, 4, forward_streams=2))
-    assert [p.path for p in two] == paths == [p.path for p in one]
-    assert [p.error is None for p in two] == [p.error is None for p in one]
-    assert sum(p.error is not None for p in two) == 1
-    for a, b in zip(two, one):
-        if a.error is None:
-            np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=0, atol=1e-6)
+    conftest.assert_same_predictions(two, one, paths)
 
 
 _CONFIGURED = """

@@ -17,6 +17,7 @@ tf.lite, which TensorFlow 2.21 still ships but has deprecated in favour of ai_ed
 
 import dataclasses
 import os
+import threading
 import warnings
 
 from absl import logging
@@ -30,8 +31,11 @@ from retrain import label_image
 from retrain import preprocess
 from retrain.errors import UserError
 
-QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8")
-INT8_INPUT_TYPES = ("float32", "uint8")
+# The settings are checked before TensorFlow is imported (retrain.preflight); the names stay here too.
+from retrain.preflight import INT8_INPUT_TYPES  # pylint: disable=unused-import
+from retrain.preflight import QUANTIZATION_MODES  # pylint: disable=unused-import
+from retrain.preflight import check_tflite_modes as check_modes
+from retrain.preflight import check_tflite_settings as check_settings
 
 # A quantized model that scores more than this many points of test accuracy below the
 # SavedModel gets a warning: beyond it, the quantization is costing the user something.
@@ -67,26 +71,6 @@ class TFLiteReport:
     saved_model_test_top1_accuracy: float  # on the same test images
     top1_agreement_with_saved_model: float  # fraction of test images with the same top-1 label
     accuracy_drop_points: float  # SavedModel minus TFLite accuracy, in percentage points
-
-
-def check_settings(output_file, quantization, int8_input):
-    """Raises UserError for a TFLite setting that cannot work, before any long work."""
-    check_modes(quantization, int8_input)
-    if not output_file and quantization != "none":
-        raise UserError(f"--tflite_quantization={quantization} needs a file to write; pass "
-                        "--tflite_output_file model.tflite.")
-    if not output_file and int8_input != "float32":
-        raise UserError("--tflite_int8_input needs --tflite_output_file and "
-                        "--tflite_quantization=int8.")
-
-
-def check_modes(quantization, int8_input):
-    """Raises UserError unless quantization and int8_input are known values."""
-    if quantization not in QUANTIZATION_MODES:
-        raise UserError(f"--tflite_quantization={quantization!r} is not a mode; pass one of "
-                        f"{', '.join(QUANTIZATION_MODES)}.")
-    if int8_input not in INT8_INPUT_TYPES:
-        raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
 
 
 def labels_path_for(tflite_file):
@@ -195,30 +179,54 @@ def make_interpreter(model_path=None, model_content=None):
 
 
 class TFLiteClassifier:
-    """A .tflite classifier with label_image.Classifier's interface: labels, image_size, predict."""
+    """A .tflite classifier with label_image.Classifier's interface: labels, image_size, predict.
 
-    def __init__(self, interpreter, labels):
-        self.interpreter = interpreter
+    An interpreter holds its input and output tensors in place, so it cannot run two batches
+    at once: tf.lite refuses a call made while another thread is inside one ("There is at
+    least 1 reference to internal data in the interpreter"), and a batch set between another
+    thread's set_tensor and invoke would swap their results. label_image and the export's
+    evaluation run several forward passes at once (batch_tuning.forward_batches), so each
+    thread predicts on an interpreter of its own, built from the same file the first time that
+    thread predicts (mapped, not copied: the weights are in memory once).
+    """
+
+    def __init__(self, model_path, labels):
+        """Raises ValueError if model_path is not a TensorFlow Lite model."""
+        self.model_path = model_path
         self.labels = labels
+        self._per_thread = threading.local()
+        interpreter = self._interpreter()
         self._input = interpreter.get_input_details()[0]
         self._output = interpreter.get_output_details()[0]
         self.image_size = tuple(int(value) for value in self._input["shape"][1:3])
         self.input_type = np.dtype(self._input["dtype"]).name
         self.num_outputs = int(self._output["shape"][-1])
-        self._batch_size = int(self._input["shape"][0])
-        interpreter.allocate_tensors()
+
+    def _interpreter(self):
+        """This thread's interpreter, allocated for its last batch size; built on first use."""
+        state = self._per_thread
+        if not hasattr(state, "interpreter"):
+            state.interpreter = make_interpreter(model_path=self.model_path)
+            state.interpreter.allocate_tensors()
+            state.batch_size = int(state.interpreter.get_input_details()[0]["shape"][0])
+        return state.interpreter
 
     def predict(self, batch):
-        """float32 [batch, H, W, 3] in [0, 1] -> float32 probabilities [batch, num_labels]."""
+        """float32 [batch, H, W, 3] in [0, 1] -> float32 probabilities [batch, num_labels].
+
+        Safe to call from several threads at once: each runs its own interpreter.
+        """
         batch = np.asarray(batch, np.float32)
-        if len(batch) != self._batch_size:
-            self.interpreter.resize_tensor_input(self._input["index"],
-                                                 [len(batch), *batch.shape[1:]])
-            self.interpreter.allocate_tensors()
-            self._batch_size = len(batch)
-        self.interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
-        self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+        interpreter = self._interpreter()
+        if len(batch) != self._per_thread.batch_size:
+            interpreter.resize_tensor_input(self._input["index"], [len(batch), *batch.shape[1:]])
+            interpreter.allocate_tensors()
+            self._per_thread.batch_size = len(batch)
+        interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
+        interpreter.invoke()
+        # get_tensor returns a copy; tensor() would return a view of the interpreter's memory,
+        # which its next call overwrites (and which tf.lite counts as a reference that blocks it).
+        return _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
 
 
 def _quantize(values, detail):
@@ -251,14 +259,13 @@ def load_classifier(tflite_file, labels_file=None):
     if not os.path.isfile(labels_file):
         raise UserError(f"Labels file {labels_file!r} does not exist; pass --labels with the "
                         "labels file retrain wrote beside the .tflite file.")
+    with open(labels_file, "rb") as lines:
+        labels = [os.fsdecode(line.rstrip(b"\r\n")) for line in lines if line.strip()]
     try:
-        interpreter = make_interpreter(model_path=tflite_file)
+        classifier = TFLiteClassifier(tflite_file, labels)
     except ValueError as error:
         raise UserError(f"--tflite_model {tflite_file!r} is not a TensorFlow Lite model ({error}); "
                         "pass the .tflite file that retrain wrote.") from error
-    with open(labels_file, "rb") as lines:
-        labels = [os.fsdecode(line.rstrip(b"\r\n")) for line in lines if line.strip()]
-    classifier = TFLiteClassifier(interpreter, labels)
     if classifier.num_outputs != len(labels):
         raise UserError(f"Labels file {labels_file!r} has {len(labels)} labels but "
                         f"{tflite_file!r} has {classifier.num_outputs} outputs; pass the labels "

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 from absl import logging as absl_logging
 import numpy as np
@@ -24,7 +25,7 @@ from retrain import label_image
 from retrain import pipeline
 from retrain import tflite_export
 from retrain.errors import UserError
-from tests.conftest import fast_config, parse_retrain_flags
+from tests.conftest import fast_config, parse_retrain_flags, write_solid_colour_images
 
 MAX_PIXELS = 10 ** 8
 
@@ -356,3 +357,124 @@ def test_labels_without_tflite_model_is_a_user_error():
     from retrain import label_image_cli  # pylint: disable=import-outside-toplevel
     with pytest.raises(UserError, match=r"--labels='l.txt' goes with --tflite_model"):
         label_image_cli.load_model("saved_model", None, "l.txt")
+
+
+# Several forward passes at once (label_image on 2-8 cores, retrain's TFLite evaluation): each
+# thread needs an interpreter of its own. One interpreter shared by two threads failed the
+# first user who labelled a folder with "There is at least 1 reference to internal data in
+# the interpreter", and could swap two batches' results when it did not.
+
+
+def _write_slow_tflite(path, labels=("blue", "green", "red")):
+    """A .tflite of four 32-filter convolutions on [batch, 32, 32, 3]: a few ms a batch, long
+    enough that two passes sharing one interpreter overlap on nearly every batch (the tiny
+    module's microseconds hid the bug in all but one run in five)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(0)
+    kernels = [tf.constant(rng.normal(0, 0.1, (3, 3, 3 if i == 0 else 32, 32)), tf.float32)
+               for i in range(4)]
+    head = tf.constant(rng.normal(0, 1, (32, len(labels))), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+    def model(images):
+        features = images
+        for kernel in kernels:
+            features = tf.nn.relu(tf.nn.conv2d(features, kernel, 1, "SAME"))
+        return tf.nn.softmax(tf.reduce_mean(features, [1, 2]) @ head)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.get_concrete_function()], model)
+    tflite_export.write_tflite(converter.convert(), str(path), list(labels))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def slow_tflite(tmp_path_factory):
+    return _write_slow_tflite(tmp_path_factory.mktemp("slow") / "model.tflite")
+
+
+@pytest.fixture(scope="module")
+def folder_of_60(tmp_path_factory):
+    """60 colour images: 15 batches of 4, so both passes get many."""
+    return write_solid_colour_images(tmp_path_factory.mktemp("sixty"), per_class=20)
+
+
+def _classify(classifier, image_dir, forward_streams):
+    paths = label_image.find_image_files(image_dir)
+    predictions = list(label_image.classify_files(classifier, paths, 4, MAX_PIXELS,
+                                                  forward_streams=forward_streams))
+    assert [prediction.error for prediction in predictions] == [None] * len(paths)
+    return np.stack([prediction.probabilities for prediction in predictions])
+
+
+@pytest.mark.timeout(120)
+def test_two_passes_at_once_predict_what_one_pass_predicts(slow_tflite, folder_of_60):
+    classifier = tflite_export.load_classifier(slow_tflite)
+    one_pass = _classify(classifier, folder_of_60, forward_streams=1)
+    assert one_pass.shape == (60, 3)
+    for _ in range(3):  # The same classifier again: new worker threads, new interpreters.
+        np.testing.assert_array_equal(_classify(classifier, folder_of_60, forward_streams=2),
+                                      one_pass)
+
+
+class _WatchedInterpreter:
+    """A real interpreter that records the threads that call it. Its first invoke waits (at
+    a barrier shared by all of them) until another thread reaches its own first invoke: it
+    passes only if two forward passes really run at once."""
+
+    def __init__(self, interpreter, barrier):
+        self._interpreter, self._barrier = interpreter, barrier
+        self.threads = set()
+
+    def __getattr__(self, name):
+        self.threads.add(threading.get_ident())
+        return getattr(self._interpreter, name)
+
+    def invoke(self):
+        first = threading.get_ident() not in self.threads
+        self.threads.add(threading.get_ident())
+        if first:
+            self._barrier.wait()
+        self._interpreter.invoke()
+
+
+@pytest.mark.timeout(120)
+def test_each_thread_predicts_on_an_interpreter_of_its_own(slow_tflite, folder_of_60,
+                                                           monkeypatch):
+    expected = _classify(tflite_export.load_classifier(slow_tflite), folder_of_60, 1)
+    barrier = threading.Barrier(2, timeout=30)  # Broken (an error) if no second pass comes.
+    made = []
+    real_make_interpreter = tflite_export.make_interpreter
+
+    def make_watched_interpreter(**model):
+        made.append(_WatchedInterpreter(real_make_interpreter(**model), barrier))
+        return made[-1]
+
+    monkeypatch.setattr(tflite_export, "make_interpreter", make_watched_interpreter)
+    classifier = tflite_export.load_classifier(slow_tflite)
+    np.testing.assert_array_equal(_classify(classifier, folder_of_60, forward_streams=2),
+                                  expected)
+    assert all(len(interpreter.threads) == 1 for interpreter in made), [
+        len(interpreter.threads) for interpreter in made]
+    # The one load_classifier read the model's details with, and one per worker thread.
+    assert len(made) == 3
+
+
+def _label_folder(tflite_file, image_dir, forward_passes):
+    """Runs the installed `label_image --tflite_model --image_dir` with that many passes at
+    once (devices.forward_streams reads RETRAIN_FORWARD_PASSES); returns CompletedProcess."""
+    command = os.path.join(os.path.dirname(sys.executable), "label_image")
+    environment = dict(os.environ, RETRAIN_FORWARD_PASSES=str(forward_passes))
+    return subprocess.run([command, f"--tflite_model={tflite_file}", f"--image_dir={image_dir}",
+                           "--batch_size=4"], capture_output=True, text=True, env=environment,
+                          check=False, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_label_image_command_labels_a_folder_with_two_passes_at_once(slow_tflite, folder_of_60):
+    one, two = (_label_folder(slow_tflite, folder_of_60, passes) for passes in (1, 2))
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "reference to internal data" not in two.stderr
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert len(two.stdout.splitlines()) == 60 * 4  # A path line and the top 3 labels, per image.
+    assert two.stdout == one.stdout

@@ -31,6 +31,22 @@ def _write_cpuinfo(path, flags):
     return str(path)
 
 
+@pytest.fixture
+def fake_machine(monkeypatch):
+    """set(cpu_flags, gpu=False): the CPU feature flags and GPU that precision.check sees for
+    the test, whatever this machine has (starts as a CPU without bfloat16 and no GPU)."""
+    real_devices = tf.config.list_physical_devices
+
+    def set_machine(cpu_flags, gpu=False):
+        monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset(cpu_flags.split()))
+        fake_gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")] if gpu else []
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: (
+            fake_gpus if kind == "GPU" else real_devices(kind)))
+
+    set_machine("fpu sse2 avx2")
+    return set_machine
+
+
 def _rewrite_is_on():
     return tf.config.optimizer.get_experimental_options().get(_OPTION, False)
 
@@ -49,7 +65,8 @@ def test_float32_runs_anywhere_and_unknown_names_are_refused(tmp_path):
 
 @pytest.mark.parametrize("flags", ["fpu sse2 avx2 avx512f", "fpu sse2 avx512_bf16",
                                    "fpu amx_bf16 amx_tile"])
-def test_bfloat16_runs_only_on_a_cpu_with_avx512_bf16_or_amx(tmp_path, flags):
+def test_bfloat16_runs_only_on_a_cpu_with_avx512_bf16_or_amx(tmp_path, flags, monkeypatch):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # No GPU.
     cpuinfo = _write_cpuinfo(tmp_path / "cpuinfo", flags)
     if "bf16" in flags:
         precision.check("bfloat16", "--bottleneck_precision", cpuinfo)
@@ -80,18 +97,36 @@ def test_the_flag_reaches_the_config():
 
 
 def test_bfloat16_on_a_cpu_without_it_fails_before_anything_is_written(tmp_path, tiny_module,
-                                                                       colour_images, monkeypatch):
-    monkeypatch.setattr(precision, "cpu_flags", lambda *args: frozenset({"avx2"}))
+                                                                       colour_images, fake_machine):
+    fake_machine("avx2")
     with pytest.raises(UserError, match="--bottleneck_precision=bfloat16 needs a CPU"):
         pipeline.run(fast_config(colour_images, tiny_module, tmp_path / "out",
                                  bottleneck_precision="bfloat16"))
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_label_image_precision_is_for_the_saved_model_only():
+def test_label_image_precision_is_for_the_saved_model_only(fake_machine):
+    fake_machine("fpu avx512f avx512_bf16")
     label_image_cli.check_precision("float32", "model.tflite")
+    label_image_cli.check_precision("bfloat16", None)
     with pytest.raises(UserError, match="--precision=bfloat16 applies to the SavedModel"):
         label_image_cli.check_precision("bfloat16", "model.tflite")
+
+
+@pytest.mark.parametrize("tflite_model", [None, "model.tflite"])
+def test_label_image_precision_needs_a_bfloat16_cpu_first(fake_machine, tflite_model):
+    fake_machine("fpu avx2 avx512f")
+    label_image_cli.check_precision("float32", tflite_model)
+    with pytest.raises(UserError, match=r"--precision=bfloat16 needs a CPU with AVX512_BF16 or "
+                                        r"AMX \(none of amx_bf16, avx512_bf16 in"):
+        label_image_cli.check_precision("bfloat16", tflite_model)
+
+
+def test_bfloat16_is_refused_on_a_machine_that_computes_on_its_gpu(fake_machine):
+    fake_machine("fpu avx512_bf16 amx_bf16", gpu=True)
+    with pytest.raises(UserError, match=r"--precision=bfloat16 speeds up CPUs only, and this "
+                                        r"machine computes on its GPU; leave it at float32"):
+        precision.check("bfloat16", "--precision")
 
 
 @needs_bfloat16_cpu

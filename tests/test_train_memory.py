@@ -26,7 +26,10 @@ def test_variable_filled_in_chunks_holds_every_row():
 def test_holding_a_training_split_costs_about_one_copy():
     """The peak memory of filling the variable, above the array itself, in a fresh process
     (VmHWM is the process's peak). 64 MB chunks held this 39 MB split in one piece: +121
-    MB, 3.1x; the variable alone is 1x."""
+    MB, 3.1x; the variable alone is 1x. 4 MB chunks measured 1.23x on an idle machine and
+    up to 1.52x (62.2 MB) beside other work: allocator and chunk overhead move by several MB
+    from run to run. So the bound sits halfway between the fix and the bug, where neither
+    noise nor the bug can cross it; the exact figures are scripts/benchmark_scale.py's."""
     script = textwrap.dedent("""
         import json
         import numpy as np
@@ -46,4 +49,4 @@ def test_holding_a_training_split_costs_about_one_copy():
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               env=environment, timeout=300, check=True)
     measured = json.loads(finished.stdout.strip().splitlines()[-1])
-    assert measured["growth"] < 1.5 * measured["array"], measured
+    assert measured["growth"] < 2.0 * measured["array"], measured

@@ -1,0 +1,124 @@
+"""The checks a run makes before it imports TensorFlow: settings, folders and images.
+
+Importing TensorFlow takes 4-5 s, so the command-line tools run these first: a mistyped
+value, a missing folder or a class without images is reported in well under a second, and
+nothing is written. pipeline.run makes the same checks for callers of the library.
+Nothing here imports TensorFlow (a test checks it).
+"""
+
+import dataclasses
+import os
+
+from retrain import dataset
+from retrain import distortions as distortions_lib
+from retrain import files
+from retrain import precision
+from retrain import sampling
+from retrain import split
+from retrain.errors import UserError
+
+QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8")
+INT8_INPUT_TYPES = ("float32", "uint8")
+
+# How hub handles and URLs begin; anything else that looks like a path must be a folder.
+MODULE_URL_PREFIXES = ("http://", "https://", "gs://")
+
+
+@dataclasses.dataclass
+class CheckedRun:
+    """What the checks found, for pipeline.run to start from."""
+
+    collection: dataset.ImageCollection
+    splits: dict  # split name -> [dataset.ImageFile]
+
+
+def check_run(config):
+    """Checks a resolved RetrainConfig and finds and splits its images.
+
+    Returns:
+      CheckedRun.
+
+    Raises:
+      UserError: a setting, folder or image set that cannot work; the message names the
+        value and the fix.
+    """
+    check_settings(config)
+    collection = dataset.find_images(config.image_dir)
+    # Split now: it checks every class can fill each split before anything is written.
+    splits = split.split_images(collection.images, collection.labels,
+                                config.validation_percentage, config.testing_percentage)
+    check_outputs_writable(config)
+    return CheckedRun(collection, splits)
+
+
+def check_settings(config):
+    """Raises UserError for settings of a resolved RetrainConfig that cannot work together."""
+    split.check_percentages(config.validation_percentage, config.testing_percentage)
+    distortions_lib.check_settings(distortions(config), config.augmentation_copies)
+    precision.check(config.bottleneck_precision, "--bottleneck_precision")
+    check_tflite_settings(config.tflite_output_file, config.tflite_quantization,
+                          config.tflite_int8_input)
+    sampling.check_class_balance(config.class_balance)
+    check_module_handle(config.tfhub_module)
+
+
+def distortions(config):
+    """The distortions.Distortions that config asks for."""
+    return distortions_lib.Distortions(config.flip_left_right, config.random_crop,
+                                       config.random_scale, config.random_brightness)
+
+
+def check_module_handle(handle):
+    """Raises UserError if --tfhub_module names a local path that is not a folder.
+
+    Built-in names and hub handles (owner/model/...) are checked when the module is resolved.
+    """
+    if not handle:
+        raise UserError("--tfhub_module is empty; pass a built-in backbone such as "
+                        "efficientnet_lite0, a TF Hub handle or URL, or a SavedModel folder.")
+    looks_like_path = os.path.isabs(handle) or handle.startswith(".")
+    if looks_like_path and not handle.startswith(MODULE_URL_PREFIXES) and not os.path.isdir(handle):
+        raise UserError(f"--tfhub_module {handle!r} is not a folder; pass a SavedModel folder, "
+                        "a TF Hub handle or URL, or a built-in backbone (efficientnet_lite0, ...).")
+
+
+def check_tflite_settings(output_file, quantization, int8_input):
+    """Raises UserError for a TFLite setting that cannot work, before any long work."""
+    check_tflite_modes(quantization, int8_input)
+    if not output_file and quantization != "none":
+        raise UserError(f"--tflite_quantization={quantization} needs a file to write; pass "
+                        "--tflite_output_file model.tflite.")
+    if not output_file and int8_input != "float32":
+        raise UserError("--tflite_int8_input needs --tflite_output_file and "
+                        "--tflite_quantization=int8.")
+
+
+def check_tflite_modes(quantization, int8_input):
+    """Raises UserError unless quantization and int8_input are known values."""
+    if quantization not in QUANTIZATION_MODES:
+        raise UserError(f"--tflite_quantization={quantization!r} is not a mode; pass one of "
+                        f"{', '.join(QUANTIZATION_MODES)}.")
+    if int8_input not in INT8_INPUT_TYPES:
+        raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
+
+
+def check_outputs_writable(config):
+    """Fails before any long work if an output folder of a resolved config cannot be written."""
+    folders = {
+        "--output_dir": config.output_dir,
+        "--bottleneck_dir": config.bottleneck_dir,
+        "--saved_model_dir": os.path.dirname(os.path.abspath(config.saved_model_dir)),
+        "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
+        "--summaries_dir": config.summaries_dir,
+        "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
+        "--checkpoint_path": config.checkpoint_path,
+    }
+    if config.tflite_output_file:
+        folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
+    for flag, folder in folders.items():
+        try:
+            # Leaves no folder behind: a run that fails a later setup check writes nothing.
+            files.probe_writable_dir(folder)
+        except OSError as error:
+            raise UserError(f"Cannot write to {folder!r} ({error.strerror or error}); pass a "
+                            f"writable folder with {flag}.") from error

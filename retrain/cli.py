@@ -59,6 +59,9 @@ def define_flags(flag_values=FLAGS):
             "Build or download --tfhub_module into its cache and exit (no --image_dir needed).")
     boolean("print_misclassified_test_images", _DEFAULTS.print_misclassified_test_images,
             "List every misclassified test image with its predicted label.")
+    boolean("verbose", _DEFAULTS.verbose,
+            "Print every evaluation's Step lines on the console too (they always go to "
+            "<output_dir>/training_log.txt); without it, training shows one line per tenth.")
     integer("bottleneck_memory_mb", _DEFAULTS.bottleneck_memory_mb,
             "Hold the bottlenecks in memory only if twice their size fits in this many MB; "
             "else read them from the cache on disk as training needs them (0: always). "

@@ -62,6 +62,9 @@ class RetrainConfig:
     testing_percentage: int = 10
     validation_percentage: int = 10
     print_misclassified_test_images: bool = False
+    # Every evaluation's Step lines on the console too; they always go to the training log
+    # (<output_dir>/training_log.txt), and the console gets a line per tenth of the run.
+    verbose: bool = False
 
     # None: on one CPU device, batch_tuning times 4 and 16 when each pass has one thread (a pass
     # per core, or one core; 8 and 16 when a pass spans several cores, as with fine_tune) on a

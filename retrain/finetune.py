@@ -31,7 +31,7 @@ from retrain import finetune_data
 from retrain import modules
 from retrain import train
 from retrain.errors import UserError
-from retrain.progress import ProgressLogger
+from retrain.progress import TrainingProgress
 
 CHECKPOINT_FOLDER = "fine_tune"  # inside --checkpoint_path, beside the head's folder
 
@@ -49,6 +49,10 @@ class FineTuneSettings:
     max_image_pixels: int
     inference_batch_size: int = 16  # images per forward pass when scoring validation and test
     distortions: Optional[augment.Distortions] = None  # of the training images; None: none
+    # Where every evaluation's "Fine-tune step" lines are appended, as the run goes (after
+    # the head's Step lines: the same file as train.TrainingSettings.log_file); None: nowhere.
+    log_file: Optional[str] = None
+    verbose: bool = False  # those lines on the console too
 
 
 @dataclasses.dataclass
@@ -215,6 +219,8 @@ class _Run:
         self.start_accuracy = None
         self.step_seconds, self.steps_run = 0.0, 0
         self.description = _description(module, network, settings, data)
+        self.progress = None  # TrainingProgress, while train() runs
+        self.last_validation_accuracy = None  # in [0, 1], of the latest evaluation
 
     def restore(self):
         state = finetune_checkpoint.load_latest(self.checkpoint_dir, self.description)
@@ -244,32 +250,37 @@ class _Run:
             self.settings.seed)
         train_step = make_train_step(self.network, self.optimizer, self.strategy,
                                      self.settings.batch_size)
-        progress = ProgressLogger("Fine-tuning", (self.settings.steps - self.next_step)
-                                  * self.settings.batch_size)
         distributed = iter(self.strategy.experimental_distribute_dataset(batches))
         first_step = self.next_step
-        for step in range(first_step, self.settings.steps):
-            started = time.monotonic()
-            loss, accuracy = train_step(*next(distributed))
-            loss, accuracy = float(loss), float(accuracy)
-            if step > first_step:  # The first step traces the function: not a training speed.
-                self.step_seconds += time.monotonic() - started
-                self.steps_run += 1
-            progress.update(self.settings.batch_size)
-            if train.is_evaluation_step(step, self.settings.steps, self.settings.eval_interval):
-                self._evaluate(step, accuracy, loss)
+        self.progress = TrainingProgress("Fine-tuning", self.settings.steps, first_step,
+                                         self.settings.log_file, self.settings.verbose,
+                                         append=True)
+        with self.progress:
+            for step in range(first_step, self.settings.steps):
+                started = time.monotonic()
+                loss, accuracy = train_step(*next(distributed))
+                loss, accuracy = float(loss), float(accuracy)
+                if step > first_step:  # The first step traces the function: not a speed.
+                    self.step_seconds += time.monotonic() - started
+                    self.steps_run += 1
+                if train.is_evaluation_step(step, self.settings.steps,
+                                            self.settings.eval_interval):
+                    self._evaluate(step, accuracy, loss)
+                self.progress.update(step + 1, accuracy, loss, self.last_validation_accuracy,
+                                     self.validation_count)
         if errors:
             logging.warning("Fine-tuning skipped %d unreadable training image reads.", len(errors))
 
     def _evaluate(self, step, train_accuracy, cross_entropy):
         validation_accuracy, validation_cross_entropy = self._validate()
         now = datetime.datetime.now()
-        logging.info("%s: Fine-tune step %d: Train accuracy = %.1f%%", now, step,
-                     train_accuracy * 100)
-        logging.info("%s: Fine-tune step %d: Cross entropy = %f", now, step, cross_entropy)
+        lines = [f"{now}: Fine-tune step {step}: Train accuracy = {train_accuracy * 100:.1f}%",
+                 f"{now}: Fine-tune step {step}: Cross entropy = {cross_entropy:f}"]
         if validation_accuracy is not None:
-            logging.info("%s: Fine-tune step %d: Validation accuracy = %s", now, step,
-                         _percent(validation_accuracy, self.validation_count))
+            self.last_validation_accuracy = validation_accuracy
+            lines.append(f"{now}: Fine-tune step {step}: Validation accuracy = "
+                         f"{_percent(validation_accuracy, self.validation_count)}")
+        self.progress.log_steps(lines)
         for name, value in (("steps", step), ("train_accuracy", train_accuracy),
                             ("cross_entropy", cross_entropy),
                             ("validation_accuracy", validation_accuracy),

@@ -172,7 +172,13 @@ def training_settings(config):
         steps=config.how_many_training_steps, batch_size=config.train_batch_size,
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size, seed=config.random_seed,
-        momentum=config.momentum, class_balance=config.class_balance)
+        momentum=config.momentum, class_balance=config.class_balance,
+        log_file=training_log_file(config), verbose=config.verbose)
+
+
+def training_log_file(config):
+    """Where training and fine-tuning write every evaluation's Step lines."""
+    return os.path.join(config.output_dir, train.TRAINING_LOG_FILE)
 
 
 def checkpoint_settings(config, module, labels, training_images):
@@ -215,7 +221,8 @@ def fine_tune(config, module, head, data):
         validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
         inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
-        distortions=distortions(config) if config.any_distortion() else None)
+        distortions=distortions(config) if config.any_distortion() else None,
+        log_file=training_log_file(config), verbose=config.verbose)
     checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
                               devices.distribution_strategy(), resume=config.resume)
@@ -283,10 +290,14 @@ def _rows_of(features, rows):
 
 
 def _log_split_sizes(labels, splits):
-    for label_index, label in enumerate(labels):
-        counts = [sum(image.label_index == label_index for image in splits[name])
-                  for name in split.SPLITS]
-        logging.info("Class %r: %d training, %d validation, %d testing images.", label, *counts)
+    """One line, however many classes: each split's images, and the fewest and most a class
+    has in it (a class short of images shows as a low minimum)."""
+    parts = []
+    for name in split.SPLITS:
+        counts = np.bincount([image.label_index for image in splits[name]],
+                             minlength=len(labels))
+        parts.append(f"{counts.sum()} {name} ({counts.min()}-{counts.max()} per class)")
+    logging.info("Images: %s, in %d classes.", ", ".join(parts), len(labels))
 
 
 def write_metrics(config, module, result):

@@ -18,16 +18,20 @@ import datetime
 import hashlib
 import os
 import struct
+from typing import Optional
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from retrain import checkpoint
 from retrain import feeding
+from retrain import progress as progress_lib
 from retrain import sampling
 from retrain.errors import UserError
+
+# Every evaluation's Step lines, in the output folder (TrainingSettings.log_file).
+TRAINING_LOG_FILE = "training_log.txt"
 
 
 @dataclasses.dataclass
@@ -55,6 +59,10 @@ class TrainingSettings:
     seed: int  # >= 0
     momentum: float = 0.9  # 0: retrain.py's plain SGD.
     class_balance: str = sampling.CLASSES  # one of sampling.CLASS_BALANCE_MODES
+    # Where every evaluation's Step lines go, written as the run goes; None: nowhere.
+    log_file: Optional[str] = None
+    # The Step lines on the console too; otherwise it gets a line per tenth of the run.
+    verbose: bool = False
 
 
 @dataclasses.dataclass
@@ -70,7 +78,8 @@ class History:
 
 def train_head(train_features, train_labels, validation_features, validation_labels,
                num_classes, settings, summaries_dir=None, checkpoint_settings=None):
-    """Trains the final layer and logs retrain.py's progress lines.
+    """Trains the final layer; writes retrain.py's Step lines to settings.log_file (and the
+    console if settings.verbose), and a progress line per tenth of the run to the console.
 
     Args:
       train_features, validation_features: float32 [n, feature_dim]: a numpy array, a
@@ -99,9 +108,13 @@ def train_head(train_features, train_labels, validation_features, validation_lab
     validation = feeding.Validation(validation_features, np.asarray(validation_labels, np.int32),
                                     num_classes, settings)
     feed = feeding.make_feed(model, train_features, train_labels)
+    # Appended to on --resume: the steps before the interruption are logged already.
+    progress = progress_lib.TrainingProgress("Training", settings.steps, start_step,
+                                             settings.log_file, settings.verbose,
+                                             append=start_step > 0)
     loop = _TrainingLoop(model, feed, settings, validation, _summary_writers(summaries_dir),
-                         history)
-    with checkpoint.deferred_interrupts(enabled=saver is not None) as interrupt:
+                         history, progress)
+    with progress, checkpoint.deferred_interrupts(enabled=saver is not None) as interrupt:
         for first_step, eval_step in training_intervals(settings.steps, settings.eval_step_interval,
                                                         start_step):
             loop.run_interval(first_step, max(first_step, start_step), eval_step)
@@ -194,9 +207,10 @@ def is_evaluation_step(step, steps, interval):
 class _TrainingLoop:
     """Runs the steps of one evaluation interval, validates, logs and records."""
 
-    def __init__(self, model, feed, settings, validation, writers, history):
+    def __init__(self, model, feed, settings, validation, writers, history, progress):
         self.model, self.feed, self.settings = model, feed, settings
         self.validation, self.writers, self.history = validation, writers, history
+        self.progress = progress  # progress.TrainingProgress
         self.sampler = sampling.training_sampler(settings.class_balance, feed.labels,
                                                  model.biases.shape[0])
 
@@ -214,8 +228,8 @@ class _TrainingLoop:
             tf.constant(self.settings.momentum, tf.float32))
         validation_accuracy, validation_cross_entropy, count = self.validation.evaluate(
             self.model, eval_step)
-        _log_step(eval_step, float(train_accuracy), float(cross_entropy), validation_accuracy,
-                  count)
+        _log_step(self.progress, eval_step, float(train_accuracy), float(cross_entropy),
+                  validation_accuracy, count)
         _record(self.history, self.writers, eval_step, float(train_accuracy),
                 float(cross_entropy), validation_accuracy, validation_cross_entropy)
 
@@ -305,13 +319,16 @@ class _SoftmaxLayer(tf.Module):
         return tf.reduce_sum(tf.cast(correct, tf.int32)), tf.reduce_sum(cross_entropy)
 
 
-def _log_step(step, train_accuracy, cross_entropy, validation_accuracy, count):
+def _log_step(progress, step, train_accuracy, cross_entropy, validation_accuracy, count):
+    """retrain.py's Step lines (same text, same timestamps) to the log, and the progress."""
     now = datetime.datetime.now()
-    logging.info("%s: Step %d: Train accuracy = %.1f%%", now, step, train_accuracy * 100)
-    logging.info("%s: Step %d: Cross entropy = %f", now, step, cross_entropy)
+    lines = [f"{now}: Step {step}: Train accuracy = {train_accuracy * 100:.1f}%",
+             f"{now}: Step {step}: Cross entropy = {cross_entropy:f}"]
     if validation_accuracy is not None:
-        logging.info("%s: Step %d: Validation accuracy = %.1f%% (N=%d)", now, step,
-                     validation_accuracy * 100, count)
+        lines.append(f"{now}: Step {step}: Validation accuracy = "
+                     f"{validation_accuracy * 100:.1f}% (N={count})")
+    progress.log_steps(lines)
+    progress.update(step + 1, train_accuracy, cross_entropy, validation_accuracy, count)
 
 
 def _summary_writers(summaries_dir):

@@ -98,7 +98,7 @@ def measure_real_run(image_dir, bottleneck_dir, module_handle, output_dir, steps
              "from retrain import cli\nsys.argv = sys.argv[1:]\ncli.run_main()\n")
     command = [sys.executable, "-c", child, "retrain", f"--image_dir={image_dir}",
                f"--bottleneck_dir={bottleneck_dir}", f"--tfhub_module={module_handle}",
-               f"--output_dir={output_dir}", f"--how_many_training_steps={steps}"]
+               f"--output_dir={output_dir}", f"--how_many_training_steps={steps}", "--verbose"]
     environment = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
                        PYTHONUNBUFFERED="1")
     patterns = dict(_RUN_MARKS, last_step=rf"Step {steps - 1}: Train accuracy")
@@ -128,7 +128,7 @@ def measure_real_run(image_dir, bottleneck_dir, module_handle, output_dir, steps
 # Log lines of a run, in order, and what has happened by the time each appears.
 _RUN_MARKS = {
     "bottlenecks_found": r"Bottlenecks: \d+ of \d+ images cached",
-    "split_done": r"Class .*: \d+ training",
+    "split_done": r"Images: \d+ training",
     "step_0": r"Step 0: Train accuracy",
 }
 

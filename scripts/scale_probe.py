@@ -6,6 +6,7 @@
   large     a cache of synthetic keys: open, locate, train from the mapped row store
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,8 +46,11 @@ def peak_rss_bytes():
 
 
 def settings(steps):
-    """retrain's default training settings (RetrainConfig), with `steps` steps."""
-    return pipeline.training_settings(RetrainConfig(how_many_training_steps=steps))
+    """retrain's default training settings (RetrainConfig), with `steps` steps; the Step lines
+    logged (FirstLogLine watches for them), and no training log file."""
+    return dataclasses.replace(
+        pipeline.training_settings(RetrainConfig(how_many_training_steps=steps, verbose=True)),
+        log_file=None)
 
 
 class Stopwatch:

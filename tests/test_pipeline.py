@@ -36,7 +36,7 @@ def test_everything_is_written_under_output_dir(trained):
     result, output_dir = trained
     assert sorted(os.listdir(output_dir)) == [
         "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
-        "report.html", "saved_model", "summaries", "training_curves.png"]
+        "report.html", "saved_model", "summaries", "training_curves.png", "training_log.txt"]
     assert (output_dir / "output_labels.txt").read_text() == "blue\ngreen\nred\n"
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["labels"] == result.labels
@@ -95,7 +95,7 @@ def test_logs_retrain_py_lines_and_misclassified_listing(tmp_path, tiny_module, 
     caplog.set_level("INFO", logger="absl")
     config = fast_config(colour_images, tiny_module, tmp_path / "out", how_many_training_steps=21,
                          eval_step_interval=10, learning_rate=0.001,
-                         print_misclassified_test_images=True)
+                         print_misclassified_test_images=True, verbose=True)
     pipeline.run(config)
     messages = [record.getMessage() for record in caplog.records]
     for step in (0, 10, 20):

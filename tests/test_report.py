@@ -134,7 +134,7 @@ def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     result, output_dir = hostile_run
     assert sorted(os.listdir(output_dir)) == [
         "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
-        "report.html", "saved_model", "summaries", "training_curves.png"]
+        "report.html", "saved_model", "summaries", "training_curves.png", "training_log.txt"]
     data = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert data["confusion_matrix"]["labels"] == result.labels
     assert np.sum(data["confusion_matrix"]["matrix"]) == data["test_count"] == result.test.count

@@ -81,7 +81,8 @@ def test_ctrl_c_in_training_tells_the_user_to_resume(tmp_path, tiny_module, colo
     process = subprocess.Popen(
         [sys.executable, "-m", "retrain", f"--image_dir={colour_images}",
          f"--tfhub_module={tiny_module}", f"--output_dir={tmp_path / 'out'}",
-         "--how_many_training_steps=1000000", "--eval_step_interval=10", "--learning_rate=0.01"],
+         "--how_many_training_steps=1000000", "--eval_step_interval=10", "--learning_rate=0.01",
+         "--verbose"],
         stderr=subprocess.PIPE, text=True)
     lines = []
     for line in process.stderr:

@@ -11,11 +11,11 @@ import importlib.util
 import logging as std_logging
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from retrain import cli
+from retrain import command
 from retrain import console
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
@@ -39,7 +39,7 @@ def define_flags(flag_values=FLAGS):
     """Defines the command's flags (run_main does; tests do it on their own FlagValues)."""
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
-    string("image_dir", _DEFAULTS.image_dir, "Folder with one subfolder of images per label.")
+    string("image_dir", None, "Folder with one subfolder of images per label (required).")
     string("bottleneck_dir", _DEFAULTS.resolved().bottleneck_dir,
            "Cache of feature vectors; pass the same folder to retrain. On a distributed runner, "
            "a folder that the launcher and every worker mount.")
@@ -64,6 +64,7 @@ def define_flags(flag_values=FLAGS):
 def config_from_flags(flag_values=FLAGS):
     """The resolved RetrainConfig the parsed flags describe."""
     values = {name: flag_values[name].value for name in _CONFIG_FIELDS}
+    values["image_dir"] = values["image_dir"] or _DEFAULTS.image_dir
     config = RetrainConfig(image_size=cli.parse_image_size(flag_values["image_size"].value), **values)
     return config.resolved()
 
@@ -129,19 +130,30 @@ def _fail(message, status=2):
     sys.exit(status)
 
 
-def _parse_known_flags(argv):
-    """Parses this command's flags; the rest go to Beam (main receives [program, *rest])."""
-    try:
-        return FLAGS(argv, known_only=True)
-    except flags.Error as error:
-        _fail(str(error))
-        return None
+HELP = command.HelpPage(
+    program=_PROGRAM,
+    usage="--image_dir FOLDER --bottleneck_dir FOLDER [--runner RUNNER] [Beam options]",
+    summary=(
+        "Computes the bottleneck cache of FOLDER's images with an Apache Beam pipeline (the "
+        "beam extra: pip install 'retrain[beam]'), locally on several processes or on a "
+        "cluster runner, so that retrain then trains from the cache without computing it. "
+        "Flags this command does not know are handed to Beam as pipeline options."),
+    examples=[
+        "retrain bottlenecks --image_dir photos --bottleneck_dir cache "
+        "--direct_num_workers=2 --direct_running_mode=multi_processing",
+        "retrain --image_dir photos --bottleneck_dir cache --output_dir out",
+    ],
+    groups=[
+        ("Input and output", ["image_dir", "bottleneck_dir"]),
+        ("Network", ["tfhub_module", "image_size"]),
+        ("Beam", ["runner"]),
+    ],
+)
 
 
 def run_main(argv=None):
     define_flags()
-    console.show_own_flags_in_help()
-    app.run(main, argv=argv, flags_parser=_parse_known_flags)
+    command.run(HELP, FLAGS, main, argv, known_only=True)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ import os
 import re
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from retrain import command
 from retrain import console
 from retrain import precision
+from retrain import preflight
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
@@ -30,7 +31,8 @@ def define_flags(flag_values=FLAGS):
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
     boolean = functools.partial(flags.DEFINE_boolean, flag_values=flag_values)
-    string("image_dir", _DEFAULTS.image_dir, "Folder with one subfolder of images per label.")
+    # No default shown: it is required (RetrainConfig's "" means not given).
+    string("image_dir", None, "Folder with one subfolder of images per label (required).")
     string("output_dir", _DEFAULTS.output_dir,
            "Everything the run writes goes under this folder, unless a flag below says otherwise.")
     string("bottleneck_dir", None, "Cache of feature vectors. Default: <output_dir>/bottlenecks.")
@@ -211,18 +213,49 @@ def parse_image_size(text):
 def config_from_flags(flag_values=FLAGS):
     """Builds the RetrainConfig the parsed flags describe."""
     values = {name: flag_values[name].value for name in _CONFIG_FIELDS}
+    values["image_dir"] = values["image_dir"] or _DEFAULTS.image_dir
     return RetrainConfig(image_size=parse_image_size(flag_values["image_size"].value), **values)
+
+
+HELP = command.HelpPage(
+    program="retrain",
+    usage="--image_dir FOLDER [--output_dir FOLDER] [flags]",
+    summary=(
+        "Trains an image classifier on FOLDER, in which each subfolder is a label and holds "
+        "that label's images. retrain splits the images into training, validation and test "
+        "sets, computes each image's feature vector with a pretrained ImageNet network once "
+        "(cached in --bottleneck_dir), trains a new softmax layer on them, reports the test "
+        "accuracy, and writes a SavedModel, a labels file, metrics.json and report.html to "
+        "--output_dir. label_image then labels new images with it."),
+    examples=[
+        "retrain --image_dir photos --output_dir out",
+        "retrain --image_dir photos --output_dir out --random_crop 10 --fine_tune",
+        "label_image --saved_model_dir out/saved_model --image photo.jpg",
+    ],
+    groups=[
+        ("Input and output", ["image_dir", "output_dir", "bottleneck_dir"]),
+        ("Network", ["tfhub_module", "image_size"]),
+        ("Training", ["how_many_training_steps", "learning_rate", "resume"]),
+        ("More accuracy", ["random_crop", "flip_left_right", "fine_tune"]),
+        ("Export", ["tflite_output_file", "tflite_quantization"]),
+    ],
+    subcommands=[
+        ("compare", "compare backbones and methods on one folder, in one table"),
+        ("bottlenecks", "compute the bottleneck cache with Apache Beam (the beam extra)"),
+    ],
+)
 
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
+        command.usage_error("retrain", f"unexpected argument {argv[1]!r}; every setting is a "
+                                       "--flag, such as --image_dir FOLDER")
     config = None
     try:
+        config = config_from_flags()
+        checked = None if FLAGS.prepare_module_only else check_before_tensorflow(config)
         # Inside the try: it imports TensorFlow, the first seconds in which a Ctrl-C lands.
         console.configure_logging()
-        config = config_from_flags()
-        # Imported here so that --help and flag errors do not wait for TensorFlow.
         # pylint: disable=import-outside-toplevel
         from retrain import devices
         # First: TensorFlow cannot split a device or resize its thread pools once it has used
@@ -235,13 +268,20 @@ def main(argv):
             module = pipeline.resolve(config)
             logging.info("Module %s is ready at %s", module.handle, module.saved_model_dir)
             return 0
-        pipeline.run(config)
+        pipeline.run(config, checked)
     except UserError as error:
         _fail(str(error))
     except KeyboardInterrupt as interrupt:
         _fail(interrupted_message(interrupt, config and config.resolved().checkpoint_path),
               status=130)
     return 0
+
+
+def check_before_tensorflow(config):
+    """preflight.check_run on the resolved config, with its warnings (skipped files) logged
+    in the run's format. Returns the preflight.CheckedRun for pipeline.run."""
+    console.configure_log_format()
+    return preflight.check_run(config.resolved())
 
 
 def interrupted_message(interrupt, checkpoint_path):
@@ -264,7 +304,6 @@ def _fail(message, status=2):
 
 
 def run_main():
-    console.skip_garbage_collection_at_exit()
     # `retrain compare ...` is its own command with its own flags.
     if sys.argv[1:2] == ["compare"]:
         from retrain import compare_cli  # pylint: disable=import-outside-toplevel
@@ -276,8 +315,7 @@ def run_main():
         bottlenecks_cli.run_main([f"{sys.argv[0]} bottlenecks", *sys.argv[2:]])
         return
     define_flags()
-    console.show_own_flags_in_help()
-    app.run(main)
+    command.run(HELP, FLAGS, main)
 
 
 if __name__ == "__main__":

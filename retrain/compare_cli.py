@@ -8,11 +8,12 @@ baseline.BaselineSettings.
 import functools
 import sys
 
-from absl import app
 from absl import flags
 
 from retrain import cli
+from retrain import command
 from retrain import console
+from retrain import dataset
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 
@@ -32,7 +33,7 @@ def define_flags(flag_values=FLAGS):
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
     listing = functools.partial(flags.DEFINE_list, flag_values=flag_values)
-    string("image_dir", "", "Folder with one subfolder of images per label.")
+    string("image_dir", None, "Folder with one subfolder of images per label (required).")
     listing("modules", [], "Modules to compare, separated by commas: built-in backbone names, "
             "TF Hub handles or URLs, or local SavedModel folders.")
     listing("methods", ["frozen"], "Methods to try with each module (frozen: cached bottlenecks "
@@ -53,7 +54,9 @@ def settings_from_flags(flag_values=FLAGS):
     """(base RetrainConfig, modules, method names, output_dir, BaselineSettings or None)."""
     # pylint: disable=import-outside-toplevel
     from retrain.baseline import BaselineSettings
-    config = RetrainConfig(**{name: flag_values[name].value for name in _SHARED_FIELDS})
+    values = {name: flag_values[name].value for name in _SHARED_FIELDS}
+    values["image_dir"] = values["image_dir"] or _DEFAULTS.image_dir
+    config = RetrainConfig(**values)
     baseline_settings = None
     if flag_values["baseline"].value:
         baseline_settings = BaselineSettings(image_size=flag_values["baseline_image_size"].value,
@@ -64,16 +67,40 @@ def settings_from_flags(flag_values=FLAGS):
     return config, modules, methods, flag_values["output_dir"].value, baseline_settings
 
 
+HELP = command.HelpPage(
+    program="retrain compare",
+    usage="--image_dir FOLDER --modules A,B,... [--methods frozen,augmented,fine_tuned] [flags]",
+    summary=(
+        "Trains one classifier per module and method on the same split of FOLDER's images, "
+        "plus a small CNN trained from scratch as a baseline, and prints one table of their "
+        "test accuracy, time and size (also written as comparison.md, .csv and .json, with "
+        "a chart, to --output_dir). Bottlenecks are cached and shared by the rows."),
+    examples=[
+        "retrain compare --image_dir photos --modules efficientnet_lite0,efficientnet_lite2",
+        "retrain compare --image_dir photos --modules efficientnet_lite0 "
+        "--methods frozen,augmented,fine_tuned",
+    ],
+    groups=[
+        ("What to compare", ["image_dir", "modules", "methods", "baseline"]),
+        ("Output", ["output_dir", "bottleneck_dir"]),
+        ("Training", ["how_many_training_steps", "random_seed"]),
+    ],
+    more="Every retrain training flag applies to each row.",
+)
+
+
 def main(argv):
     if len(argv) > 1:
-        _fail(f"Unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help).")
+        command.usage_error(HELP.program, f"unexpected argument {argv[1]!r}; every setting is a "
+                                          "--flag, such as --modules A,B")
     try:
+        config, modules, methods, output_dir, baseline_settings = settings_from_flags()
+        check_before_tensorflow(config, modules)
         # Inside the try: it imports TensorFlow, the first seconds in which a Ctrl-C lands.
         console.configure_logging()
         # Imported here so that --help and flag errors do not wait for TensorFlow.
         from retrain import compare  # pylint: disable=import-outside-toplevel
         from retrain import devices  # pylint: disable=import-outside-toplevel
-        config, modules, methods, output_dir, baseline_settings = settings_from_flags()
         # Before TensorFlow runs anything. Fine-tuning and the from-scratch CNN train one
         # network at a time, so they keep one pass over every core.
         devices.configure_threads(
@@ -88,15 +115,23 @@ def main(argv):
     return 1 if any(row.error for row in rows) else 0
 
 
+def check_before_tensorflow(config, modules):
+    """Raises UserError for an empty --modules or a bad image folder, before the slow imports
+    (compare.compare checks the rest)."""
+    if not modules:
+        raise UserError("--modules is empty; pass one or more modules separated by commas.")
+    console.configure_log_format()
+    dataset.find_images(config.image_dir)
+
+
 def _fail(message, status=2):
-    console.print_error("retrain compare", message)
+    console.print_error(HELP.program, message)
     sys.exit(status)
 
 
 def run_main(argv=None):
     define_flags()
-    console.show_own_flags_in_help()
-    app.run(main, argv=argv)
+    command.run(HELP, FLAGS, main, argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@ import os
 import subprocess
 import sys
 
-from absl import flags
 from absl import logging
+
+
+def configure_log_format():
+    """INFO lines as "INFO: message" (retrain.py's look). Needs no TensorFlow: the checks
+    that run before its import log in the same format."""
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(std_logging.Formatter("%(levelname)s: %(message)s"))
 
 
 def configure_logging():
@@ -154,15 +160,3 @@ def print_error(program, message):
     """Prints "<program>: error: <message>" on stderr, as one line."""
     one_line = " ".join(str(message).split())
     print(f"{program}: error: {one_line}", file=sys.stderr)
-
-
-def show_own_flags_in_help(flag_values=flags.FLAGS):
-    """Makes --help list retrain's flags, not only absl's.
-
-    absl's --help lists the flags of the main module, which under a console script or
-    `python -m retrain` is a launcher that defines none; retrain's modules define them.
-    """
-    for module_name, module_flags in flag_values.flags_by_module_dict().items():
-        if module_name.startswith("retrain"):
-            for flag in module_flags:
-                flag_values.register_key_flag_for_module(sys.argv[0], flag)

@@ -9,9 +9,9 @@ import os
 import re
 import sys
 
-from absl import app
 from absl import flags
 
+from retrain import command
 from retrain import console
 # Light (Pillow, no TensorFlow): --help and flag errors stay fast.
 from retrain import dataset
@@ -123,8 +123,6 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
     """
     # pylint: disable=import-outside-toplevel
     from retrain import files, label_image, metrics, report
-    if not image_dir:
-        raise UserError("--evaluate needs --image_dir: a folder with one subfolder per true label.")
     classifier = label_image.load_classifier(saved_model_dir)
     evaluation = label_image.evaluate_folder(classifier, image_dir, batch_size)
     for failure in evaluation.failed:
@@ -162,17 +160,37 @@ def check_precision(precision_name, tflite_model):
                         "--tflite_model.")
 
 
+HELP = command.HelpPage(
+    program="label_image",
+    usage="[--saved_model_dir FOLDER | --tflite_model FILE] (--image FILE ... | --image_dir FOLDER)",
+    summary=(
+        "Prints the top predictions of a classifier that retrain exported, for one image or "
+        "many: 'label score' lines (after each image's path when there are several), or one "
+        "JSON object per image and line with --output_format json, for shell pipelines. "
+        "Images that cannot be read are named on stderr and the exit status is 1. With "
+        "--evaluate, scores a folder of labelled subfolders instead."),
+    examples=[
+        "label_image --saved_model_dir out/saved_model --image photo.jpg",
+        "label_image --saved_model_dir out/saved_model --image_dir new_photos --output_format json",
+        "label_image --tflite_model out/model.tflite --image photo.jpg",
+        "label_image --saved_model_dir out/saved_model --image_dir test_photos --evaluate",
+    ],
+    groups=[
+        ("Model", ["saved_model_dir", "tflite_model", "labels"]),
+        ("Images", ["image", "image_dir"]),
+        ("Output", ["num_top_predictions", "output_format", "evaluate", "report_dir"]),
+    ],
+)
+
+
 def main(argv):
     try:
+        check_before_tensorflow(argv[1:])
         console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
         from retrain import devices  # pylint: disable=import-outside-toplevel
         devices.configure_threads()  # Before TensorFlow runs anything.
-        check_precision(FLAGS.precision, FLAGS.tflite_model)
         with precision.forward_in(FLAGS.precision):
             if FLAGS.evaluate:
-                if FLAGS.image or argv[1:]:
-                    raise UserError("--evaluate reads the labels from --image_dir's subfolders; "
-                                    "pass --image_dir instead of --image or file arguments.")
                 return evaluate_folder(FLAGS.saved_model_dir, FLAGS.image_dir, FLAGS.batch_size,
                                        FLAGS.report_dir)
             paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
@@ -188,11 +206,48 @@ def main(argv):
     return 1 if failures else 0
 
 
+def check_before_tensorflow(file_args):
+    """Raises UserError for flags, files and folders that cannot work, before the slow
+    TensorFlow import: which model, which images, and the precision."""
+    check_precision(FLAGS.precision, FLAGS.tflite_model)
+    if FLAGS.evaluate:
+        if FLAGS.image or file_args:
+            raise UserError("--evaluate reads the labels from --image_dir's subfolders; "
+                            "pass --image_dir instead of --image or file arguments.")
+        if not FLAGS.image_dir:
+            raise UserError("--evaluate needs --image_dir: a folder with one subfolder per "
+                            "true label.")
+    elif not (FLAGS.image or file_args or FLAGS.image_dir):
+        raise UserError("No images given; pass --image FILE [FILE ...] or --image_dir FOLDER.")
+    if FLAGS.image_dir and not os.path.isdir(FLAGS.image_dir):
+        raise UserError(f"--image_dir {dataset.display_path(FLAGS.image_dir)!r} is not a folder; "
+                        "pass a folder of images.")
+    check_model_path(FLAGS.saved_model_dir, FLAGS.tflite_model, FLAGS.labels)
+
+
+def check_model_path(saved_model_dir, tflite_model, labels):
+    """Raises UserError unless the model to label with is there (its contents are checked
+    when it is loaded)."""
+    if tflite_model:
+        if not os.path.isfile(tflite_model):
+            raise UserError(f"--tflite_model {tflite_model!r} does not exist; pass the .tflite "
+                            "file that retrain wrote with --tflite_output_file.")
+        return
+    if labels:
+        raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
+                        "labels); pass --tflite_model too, or drop --labels.")
+    if not os.path.isdir(saved_model_dir):
+        raise UserError(f"--saved_model_dir {saved_model_dir!r} does not exist; pass the "
+                        "saved_model folder that retrain wrote (by default "
+                        "retrain_output/saved_model).")
+    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+        raise UserError(f"--saved_model_dir {saved_model_dir!r} is not a SavedModel (it has no "
+                        "saved_model.pb); pass the saved_model folder that retrain wrote.")
+
+
 def run_main():
-    console.skip_garbage_collection_at_exit()
     define_flags()
-    console.show_own_flags_in_help()
-    app.run(main)
+    command.run(HELP, FLAGS, main)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from retrain import finetune
 from retrain import metrics as metrics_lib
 from retrain import modules
 from retrain import precision
+from retrain import preflight
 from retrain import report
-from retrain import sampling
 from retrain import split
 from retrain import tflite_export
 from retrain import train
@@ -47,26 +47,22 @@ class RunResult:
     augmentation: object = None
 
 
-def run(config):
-    """Retrains a classifier as `config` says. Raises UserError for problems the user can fix."""
+def run(config, checked=None):
+    """Retrains a classifier as `config` says. Raises UserError for problems the user can fix.
+
+    checked: what preflight.check_run(config.resolved()) returned, if the caller ran it
+    already (the command line does, before importing TensorFlow); None runs it here.
+    """
     config = config.resolved()
     timer = _StageTimer()
-    split.check_percentages(config.validation_percentage, config.testing_percentage)
-    check_augmentation(config)
-    precision.check(config.bottleneck_precision, "--bottleneck_precision")
-    tflite_export.check_settings(config.tflite_output_file, config.tflite_quantization,
-                                 config.tflite_int8_input)
     with timer("find_images"):
-        collection = dataset.find_images(config.image_dir)
-    # Split now: it checks every class can fill each split before anything is written.
-    splits = split.split_images(collection.images, collection.labels,
-                                config.validation_percentage, config.testing_percentage)
+        checked = checked or preflight.check_run(config)
+    collection, splits = checked.collection, checked.splits
     check_training_settings(config, collection.labels)
     with timer("resolve_module"):
         module = resolve(config)
     if config.fine_tune:
         finetune.check_fine_tunable(module, config.fine_tune_layers)
-    check_outputs_writable(config)
     with timer("bottlenecks"):
         vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
                                               config.bottleneck_batch_size, config.max_image_pixels,
@@ -131,22 +127,16 @@ def resolve(config):
     return module
 
 
-def distortions(config):
-    """The augment.Distortions that config asks for."""
-    return augment.Distortions(config.flip_left_right, config.random_crop, config.random_scale,
-                               config.random_brightness)
-
-
 def check_augmentation(config):
     """Raises UserError for distortion settings that make no sense (config resolved)."""
-    augment.check_settings(distortions(config), config.augmentation_copies)
+    augment.check_settings(preflight.distortions(config), config.augmentation_copies)
 
 
 def add_training_variants(config, module, training):
     """The training split with the distorted variants config asks for appended (if any)."""
     return augmentation.add_training_variants(
         training, module, config.bottleneck_dir, config.bottleneck_batch_size,
-        config.max_image_pixels, distortions(config), config.augmentation_copies,
+        config.max_image_pixels, preflight.distortions(config), config.augmentation_copies,
         config.bottleneck_precision)
 
 
@@ -200,7 +190,6 @@ def check_training_settings(config, labels):
     """Fails before the bottlenecks on a bad --class_balance or, with --resume, a checkpoint
     whose labels or training settings differ from this run's (the rest of its fingerprint
     is checked when training starts)."""
-    sampling.check_class_balance(config.class_balance)
     if not config.resume:
         return
     directory = checkpoint.head_directory(config.checkpoint_path)
@@ -221,33 +210,11 @@ def fine_tune(config, module, head, data):
         validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
         inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
-        distortions=distortions(config) if config.any_distortion() else None,
+        distortions=preflight.distortions(config) if config.any_distortion() else None,
         log_file=training_log_file(config), verbose=config.verbose)
     checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
                               devices.distribution_strategy(), resume=config.resume)
-
-
-def check_outputs_writable(config):
-    """Fails before any long work if an output folder cannot be written."""
-    folders = {
-        "--output_dir": config.output_dir,
-        "--bottleneck_dir": config.bottleneck_dir,
-        "--saved_model_dir": os.path.dirname(os.path.abspath(config.saved_model_dir)),
-        "--output_labels": os.path.dirname(os.path.abspath(config.output_labels)),
-        "--summaries_dir": config.summaries_dir,
-        "--metrics_file": os.path.dirname(os.path.abspath(config.metrics_file)),
-        "--checkpoint_path": config.checkpoint_path,
-    }
-    if config.tflite_output_file:
-        folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
-    for flag, folder in folders.items():
-        try:
-            # Leaves no folder behind: a run that fails a later setup check writes nothing.
-            files.probe_writable_dir(folder)
-        except OSError as error:
-            raise UserError(f"Cannot write to {folder!r} ({error.strerror or error}); pass a "
-                            f"writable folder with {flag}.") from error
 
 
 def memory_budget(config):

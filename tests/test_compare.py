@@ -139,9 +139,10 @@ def test_retrain_compare_command_reports_a_user_error_in_one_line(tmp_path):
     assert last.startswith("retrain compare: error: --image_dir") and "does not exist" in last
 
 
-def test_retrain_compare_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path):
+def test_retrain_compare_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path,
+                                                                            colour_images):
     status, lines = interrupt_while_tensorflow_loads(
-        "retrain", "compare", f"--image_dir={tmp_path}", "--modules=a",
+        "retrain", "compare", f"--image_dir={colour_images}", "--modules=a",
         f"--output_dir={tmp_path / 'out'}")
     assert status == 130
     assert lines[-1].startswith("retrain compare: error: Interrupted."), lines[-3:]

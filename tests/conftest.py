@@ -6,6 +6,7 @@ features are the mean colour and a fixed mix of it, so solid-colour classes are 
 and random-noise classes are not.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -133,11 +134,39 @@ def parse_retrain_flags(argv):
     return cli.config_from_flags(flag_values)
 
 
+@contextlib.contextmanager
+def python_sigint_handler():
+    """Python's own SIGINT handler (KeyboardInterrupt) inside the block, restored after.
+
+    A process started with SIGINT ignored (`nohup bash scripts/test.sh &`, cron, many CI
+    runners) keeps it ignored: Python installs no handler, a SIGINT does nothing, and the
+    children it starts inherit it ignored. Tests that send or raise SIGINT set up here what a
+    terminal's Ctrl-C finds: this process raises KeyboardInterrupt, and a child started in the
+    block gets SIGINT at its default (exec resets a handled signal, not an ignored one), where
+    Python installs its own handler. Main thread only, as signal.signal.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        # None: the handler was set outside Python, and cannot be put back from here.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if before is None else before)
+
+
+@pytest.fixture
+def sigint_handler():
+    """Python's own SIGINT handler for the test (python_sigint_handler)."""
+    with python_sigint_handler():
+        yield
+
+
 def interrupt_while_tensorflow_loads(*args):
     """Runs `python -m <args>`, sends SIGINT at its first stderr line (TensorFlow's C++
     logging: the import has begun) and again each second until it reports an error, and
     returns (exit status, stderr lines)."""
-    process = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.PIPE, text=True)
+    with python_sigint_handler():  # Else a child of a run that ignores SIGINT ignores it.
+        process = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.PIPE,
+                                   text=True)
     lines = [process.stderr.readline()]
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()

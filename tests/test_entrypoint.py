@@ -10,7 +10,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -137,10 +136,11 @@ def test_tool_replaces_the_shell_so_it_receives_signals(fake_env):
     try:
         call = json.loads(process.stdout.readline())
         assert call["pid"] == process.pid
-        started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == -signal.SIGTERM
-        assert time.monotonic() - started < 5
+        # Killed by the signal itself, well before the tool's 60 s sleep would end: a shell
+        # in between would wait for it. (No wall-clock bound beyond that: a loaded machine
+        # may take seconds to schedule the exit.)
+        assert process.wait(timeout=30) == -signal.SIGTERM
     finally:
         process.kill()
         process.wait()

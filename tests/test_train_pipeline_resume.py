@@ -35,7 +35,7 @@ def _head_state(output_dir):
 
 
 def test_interrupted_run_resumes_to_the_straight_runs_model(tmp_path, tiny_module, colour_images,
-                                                            monkeypatch):
+                                                            monkeypatch, sigint_handler):
     def config(output, **overrides):
         return fast_config(colour_images, tiny_module, tmp_path / output,
                            bottleneck_dir=tmp_path / "cache", learning_rate=0.01, **overrides)
@@ -46,6 +46,7 @@ def test_interrupted_run_resumes_to_the_straight_runs_model(tmp_path, tiny_modul
     def interrupt_at_step_51(seed, step, stream=sampling.TRAINING_STREAM):
         if step == 51 and stream == sampling.TRAINING_STREAM:
             signal.raise_signal(signal.SIGINT)
+        # 150 steps end by themselves; a SIGINT that did not stop them fails below.
         return original(seed, step, stream)
 
     monkeypatch.setattr(sampling, "generator_for_step", interrupt_at_step_51)
@@ -77,21 +78,30 @@ def test_resume_with_other_labels_fails_before_the_bottlenecks(tmp_path, tiny_mo
     assert not (tmp_path / "out" / "bottlenecks").exists()
 
 
-def test_ctrl_c_in_training_tells_the_user_to_resume(tmp_path, tiny_module, colour_images):
+@pytest.mark.timeout(240)
+def test_ctrl_c_in_training_tells_the_user_to_resume(tmp_path, tiny_module, colour_images,
+                                                     sigint_handler):
+    # 100,000 steps: far more than it reaches before the SIGINT, and an end (a minute or two)
+    # should the SIGINT not stop it.
     process = subprocess.Popen(
         [sys.executable, "-m", "retrain", f"--image_dir={colour_images}",
          f"--tfhub_module={tiny_module}", f"--output_dir={tmp_path / 'out'}",
-         "--how_many_training_steps=1000000", "--eval_step_interval=10", "--learning_rate=0.01",
+         "--how_many_training_steps=100000", "--eval_step_interval=10", "--learning_rate=0.01",
          "--verbose"],
         stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if "Step 20: Train accuracy" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    lines.extend(process.stderr)
-    assert process.wait(timeout=60) == 130
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if "Step 20: Train accuracy" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        lines.extend(process.stderr)
+        assert process.wait(timeout=60) == 130, "".join(lines[-5:])
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
     last = lines[-1].strip()
     assert last.startswith("retrain: error: Interrupted at training step ")
     assert last.endswith("Run the same command with --resume to continue."), last

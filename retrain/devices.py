@@ -113,11 +113,12 @@ def configure_threads(forward_streams_allowed=True):
     """
     affinity, cores = _affinity_cores(), usable_cores()  # Fewer cores: the quota allows fewer.
     quota_note = f"The CPU quota allows {cores} of {affinity} cores: " if cores < affinity else ""
-    if (forward_streams_allowed and 1 < cores <= MAX_FORWARD_STREAMS
+    passes = forward_pass_cores()
+    if (forward_streams_allowed and 1 < passes <= MAX_FORWARD_STREAMS
             and not tf.config.list_physical_devices("GPU")):
-        if _try_set_threads(1, cores, quota_note):
+        if _try_set_threads(1, passes, quota_note):
             logging.info("%sTensorFlow runs %d forward passes at once, one per core, each on one "
-                         "thread.", quota_note, cores)
+                         "thread.", quota_note, passes)
         return
     if quota_note and _try_set_threads(cores, cores, quota_note):
         logging.info("%sTensorFlow runs on %d thread%s.", quota_note, cores,
@@ -147,15 +148,33 @@ def set_tensorflow_threads(intra_op, inter_op=None):
 def forward_streams():
     """How many forward passes the bottleneck stage and label_image run at once.
 
-    One per core this process may use when TensorFlow runs each operation on one thread (as
-    configure_threads sets it up) and the network runs on one CPU device; else 1.
+    One per core this process may use ($RETRAIN_FORWARD_PASSES when set) when TensorFlow runs
+    each operation on one thread (as configure_threads sets it up) and the network runs on one
+    CPU device; else 1.
     """
     if tf.config.threading.get_intra_op_parallelism_threads() != 1:
         return 1
     if tf.config.list_physical_devices("GPU") or parallel_device_count() > 1:
         return 1
-    cores = usable_cores()
+    cores = forward_pass_cores()
     return min(tf.config.threading.get_inter_op_parallelism_threads() or cores, cores)
+
+
+# Set in tests to run several forward passes at once on a one-core machine (the path 2 to 8
+# cores take, where two passes in two threads once crashed label_image); unset in normal use.
+FORWARD_PASSES_ENVIRONMENT_VARIABLE = "RETRAIN_FORWARD_PASSES"
+
+
+def forward_pass_cores():
+    """The cores forward passes are counted against (int >= 1): $RETRAIN_FORWARD_PASSES when
+    set, else usable_cores()."""
+    value = os.environ.get(FORWARD_PASSES_ENVIRONMENT_VARIABLE, "").strip()
+    if not value:
+        return usable_cores()
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{FORWARD_PASSES_ENVIRONMENT_VARIABLE}={value!r} is not a number of "
+                        f"forward passes; set it to 1 or more (e.g. 2), or unset it.")
+    return int(value)
 
 
 def cpu_quota_cores(proc_cgroup="/proc/self/cgroup", cgroup_root="/sys/fs/cgroup"):

@@ -161,14 +161,24 @@ def sigint_handler():
 
 
 def interrupt_while_tensorflow_loads(*args):
-    """Runs `python -m <args>`, sends SIGINT at its first stderr line (TensorFlow's C++
-    logging: the import has begun) and again each second until it reports an error, and
-    returns (exit status, stderr lines)."""
+    """Runs `python -m <args>`, sends SIGINT once TensorFlow's import has begun and again
+    each second until it reports an error, and returns (exit status, stderr lines).
+
+    The import has begun at the first `-X importtime` line that names a tensorflow module
+    (a line is written as each module finishes: its submodules come first). The command
+    prints nothing of its own then, so that is the only sign to wait for.
+    """
     with python_sigint_handler():  # Else a child of a run that ignores SIGINT ignores it.
-        process = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.PIPE,
-                                   text=True)
-    lines = [process.stderr.readline()]
-    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+        process = subprocess.Popen([sys.executable, "-X", "importtime", "-m", *args],
+                                   stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        if not line.startswith("import time:"):
+            lines.append(line)
+        if "| tensorflow" in line or not line.startswith("import time:"):
+            break
+    reader = threading.Thread(target=lambda: lines.extend(
+        line for line in process.stderr if not line.startswith("import time:")), daemon=True)
     reader.start()
     # Python drops a Ctrl-C that lands while it runs a finalizer or a library's bare `except:`
     # (rarely, during the import: one full-suite run in many). A user presses it again; so do

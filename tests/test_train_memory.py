@@ -23,6 +23,7 @@ def test_variable_filled_in_chunks_holds_every_row():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"),
                     reason="reads the peak memory from Linux's /proc/self/status")
+@pytest.mark.timeout(360)  # Its subprocess's own 300 s limit ends it first, with its stderr.
 def test_holding_a_training_split_costs_about_one_copy():
     """The peak memory of filling the variable, above the array itself, in a fresh process
     (VmHWM is the process's peak). 64 MB chunks held this 39 MB split in one piece: +121

@@ -78,6 +78,26 @@ def define_flags(flag_values=FLAGS):
     define_tflite_flags(flag_values)
 
 
+class _WeightDecayParser(flags.ArgumentParser):
+    """--weight_decay: "auto" (None: chosen on the validation split) or a number >= 0."""
+
+    syntactic_help = 'a number >= 0, or "auto"'
+
+    def parse(self, argument):
+        if argument is None or str(argument).strip().lower() == "auto":
+            return None
+        try:
+            value = float(argument)
+        except ValueError:
+            raise ValueError(f'{argument!r} is not a number; pass e.g. 0.001, or "auto"') from None
+        if not value >= 0:  # also refuses nan
+            raise ValueError(f"{argument!r} is negative; pass 0 or more, or \"auto\"")
+        return value
+
+    def flag_type(self):
+        return "weight decay"
+
+
 def define_training_flags(flag_values=FLAGS):
     """Flags shared by retrain and retrain compare: caching, splitting and training settings."""
     string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
@@ -93,6 +113,17 @@ def define_training_flags(flag_values=FLAGS):
                        lower_bound=0.0, upper_bound=0.999, flag_values=flag_values)
     integer("train_batch_size", _DEFAULTS.train_batch_size, "Examples per training step.",
             lower_bound=1)
+    flags.DEFINE(_WeightDecayParser(), "weight_decay",
+                 "auto" if _DEFAULTS.weight_decay is None else str(_DEFAULTS.weight_decay),
+                 "L2 penalty on the new layer's weights (weight_decay / 2 * |W|^2 on top of the "
+                 "mean cross-entropy). auto: train the layer at 0, 1e-4, 1e-3 and 1e-2 at once "
+                 "(in little more time than one) and keep the one with the lowest cross-entropy "
+                 "on the validation split; fine-tuning uses the same value. (default: auto)",
+                 flag_values=flag_values)
+    flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing,
+                       "Train towards 1 - s + s/C for the true class and s/C for the others "
+                       "(0: retrain.py's one-hot targets).", lower_bound=0.0, upper_bound=0.99,
+                       flag_values=flag_values)
     integer("eval_step_interval", _DEFAULTS.eval_step_interval,
             "Steps between validation evaluations.", lower_bound=1)
     flags.DEFINE_enum("class_balance", _DEFAULTS.class_balance, list(CLASS_BALANCE_MODES),
@@ -146,8 +177,8 @@ def define_augmentation_flags(flag_values):
 # The RetrainConfig fields that define_training_flags defines.
 TRAINING_FLAG_FIELDS = [
     "backbone_cache_dir", "how_many_training_steps", "learning_rate", "momentum",
-    "train_batch_size", "eval_step_interval", "class_balance", "validation_batch_size",
-    "test_batch_size", "testing_percentage", "validation_percentage", "bottleneck_batch_size",
+    "weight_decay", "label_smoothing", "train_batch_size", "eval_step_interval", "class_balance",
+    "validation_batch_size", "test_batch_size", "testing_percentage", "validation_percentage", "bottleneck_batch_size",
     "bottleneck_precision", "max_image_pixels", "random_seed", "flip_left_right", "random_crop",
     "random_scale", "random_brightness", "augmentation_copies"]
 

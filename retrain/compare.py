@@ -81,6 +81,8 @@ class Row:
     bottleneck_seconds: Optional[float] = None
     bottlenecks_computed: Optional[int] = None
     model_size_bytes: Optional[int] = None
+    # The new layer's weight decay: chosen on the validation split unless --weight_decay is set.
+    weight_decay: Optional[float] = None
     output_dir: str = ""
     error: str = ""
 
@@ -155,7 +157,9 @@ def _run_pipeline_row(base_config, module, method, output_dir, bottleneck_dir):
                bottleneck_seconds=(result.stage_seconds.get("bottlenecks", 0)
                                    + result.stage_seconds.get("augmentation", 0)),
                bottlenecks_computed=result.bottlenecks_computed,
-               model_size_bytes=folder_size(resolved.saved_model_dir), output_dir=run_dir)
+               model_size_bytes=folder_size(resolved.saved_model_dir),
+               weight_decay=(result.history.regularization or {}).get("weight_decay"),
+               output_dir=run_dir)
 
 
 def _run_baseline_row(base_config, output_dir, settings):
@@ -222,7 +226,8 @@ def format_csv(records):
 _MARKDOWN_COLUMNS = [("module", "module"), ("method", "method"),
                      ("test accuracy", "test_top1_accuracy"), ("macro F1", "test_macro_f1"),
                      ("test images", "test_count"), ("training s", "training_seconds"),
-                     ("bottlenecks s", "bottleneck_seconds"), ("model MB", "model_size_bytes")]
+                     ("bottlenecks s", "bottleneck_seconds"), ("model MB", "model_size_bytes"),
+                     ("weight decay", "weight_decay")]
 
 
 def format_markdown(rows):
@@ -249,6 +254,8 @@ def _markdown_cell(row, field):
         return f"{value * 100:.1f}%" if field == "test_top1_accuracy" else f"{value:.3f}"
     if field == "model_size_bytes":
         return f"{value / 1e6:.1f}"
+    if field == "weight_decay":
+        return f"{value:g}"
     if field.endswith("_seconds"):
         return f"{value:.1f}"
     return str(value)

@@ -80,7 +80,11 @@ class Validation:
         self.batch_size, self.seed = settings.validation_batch_size, settings.seed
 
     def evaluate(self, model, step):
-        """(accuracy, mean cross-entropy, number of examples); (None, None, 0) if none."""
+        """(accuracy, mean cross-entropy, number of examples); (None, None, 0) if none.
+
+        Accuracy and cross-entropy are float64 [K], one per candidate of the model
+        (train._SoftmaxLayer).
+        """
         if len(self.labels) == 0:
             return None, None, 0
         if self.batch_size == -1:
@@ -93,8 +97,8 @@ class Validation:
             chunk = indices[start:start + VALIDATION_CHUNK_ROWS]
             chunk_correct, chunk_cross_entropy = model.evaluate(
                 tf.constant(self._rows(chunk)), tf.constant(self.labels[chunk]))
-            correct += int(chunk_correct)
-            cross_entropy += float(chunk_cross_entropy)
+            correct = correct + chunk_correct.numpy().astype(np.int64)
+            cross_entropy = cross_entropy + chunk_cross_entropy.numpy().astype(np.float64)
         return correct / len(indices), cross_entropy / len(indices), len(indices)
 
     def _rows(self, indices):

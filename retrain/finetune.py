@@ -53,6 +53,10 @@ class FineTuneSettings:
     # the head's Step lines: the same file as train.TrainingSettings.log_file); None: nowhere.
     log_file: Optional[str] = None
     verbose: bool = False  # those lines on the console too
+    # The new layer's L2 penalty and label smoothing, as the head was trained with them
+    # (train.History.regularization): fine-tuning goes on towards the same objective.
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
 
 
 @dataclasses.dataclass
@@ -135,16 +139,28 @@ class FineTuneNetwork(tf.Module):
         return train.Head(self.weights.numpy(), self.biases.numpy())
 
 
-def make_train_step(network, optimizer, strategy, global_batch_size):
-    """A tf.function: one distributed batch -> (mean cross-entropy, accuracy) before the update."""
+def make_train_step(network, optimizer, strategy, global_batch_size, weight_decay=0.0,
+                    label_smoothing=0.0):
+    """A tf.function: one distributed batch -> (mean cross-entropy, accuracy) before the update.
+
+    The step minimises the cross-entropy with smoothed targets plus weight_decay / 2 * |W|^2
+    of the new layer's weights (not the module's), as train.train_head did; the cross-entropy
+    it returns is with the true labels.
+    """
     def replica_step(images, labels, ok):
         weight = tf.cast(ok, tf.float32)  # unreadable images are blanks that must not count
         with tf.GradientTape() as tape:
             logits = network.logits(images)
             per_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            # Over the global batch: the replicas' gradients are summed into the batch mean.
+            smoothed = ((1.0 - label_smoothing) * per_image
+                        - label_smoothing * tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1))
+            # Over the global batch: the replicas' gradients are summed into the batch mean
+            # (and the penalty's, counted once per replica, into one penalty).
+            objective = (tf.reduce_sum(smoothed * weight) / global_batch_size
+                         + weight_decay / 2 * tf.reduce_sum(tf.square(network.weights))
+                         / strategy.num_replicas_in_sync)
             loss = tf.reduce_sum(per_image * weight) / global_batch_size
-        gradients = tape.gradient(loss, network.trained_variables)
+        gradients = tape.gradient(objective, network.trained_variables)
         optimizer.apply_gradients(zip(gradients, network.trained_variables))
         correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
         return loss, tf.reduce_sum(tf.cast(correct, tf.float32) * weight)
@@ -249,7 +265,8 @@ class _Run:
             self.module.image_size, self.settings.max_image_pixels, self.settings.distortions,
             self.settings.seed)
         train_step = make_train_step(self.network, self.optimizer, self.strategy,
-                                     self.settings.batch_size)
+                                     self.settings.batch_size, self.settings.weight_decay,
+                                     self.settings.label_smoothing)
         distributed = iter(self.strategy.experimental_distribute_dataset(batches))
         first_step = self.next_step
         self.progress = TrainingProgress("Fine-tuning", self.settings.steps, first_step,
@@ -350,6 +367,7 @@ def _description(module, network, settings, data):
     return {"module": module.identity, "image_size": list(module.image_size),
             "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
             "momentum": settings.momentum, "layers": settings.layers, "seed": settings.seed,
+            "weight_decay": settings.weight_decay, "label_smoothing": settings.label_smoothing,
             "validation_batch_size": settings.validation_batch_size,
             "distortions": settings.distortions.describe() if settings.distortions else "none",
             "variables": [variable.name for variable in network.trained_variables],

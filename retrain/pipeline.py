@@ -88,7 +88,7 @@ def run(config, checked=None):
     if config.fine_tune:
         with timer("fine_tuning"):
             # On the training images themselves: fine-tuning distorts them afresh at each step.
-            fine_tuned = fine_tune(config, module, head, data)
+            fine_tuned = fine_tune(config, module, head, data, history.regularization)
         head, data["testing"] = fine_tuned.head, fine_tuned.testing
     with timer("evaluation"):
         test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
@@ -163,6 +163,7 @@ def training_settings(config):
         learning_rate=config.learning_rate, eval_step_interval=config.eval_step_interval,
         validation_batch_size=config.validation_batch_size, seed=config.random_seed,
         momentum=config.momentum, class_balance=config.class_balance,
+        weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
         log_file=training_log_file(config), verbose=config.verbose)
 
 
@@ -201,8 +202,9 @@ def check_training_settings(config, labels):
             directory)
 
 
-def fine_tune(config, module, head, data):
-    """Fine-tunes module + head on the training images (retrain.finetune)."""
+def fine_tune(config, module, head, data, regularization=None):
+    """Fine-tunes module + head on the training images (retrain.finetune), with the head's
+    weight decay and label smoothing (regularization: train.History.regularization)."""
     settings = finetune.FineTuneSettings(
         steps=config.fine_tune_steps, batch_size=config.fine_tune_batch_size,
         learning_rate=config.fine_tune_learning_rate, momentum=config.fine_tune_momentum,
@@ -211,7 +213,9 @@ def fine_tune(config, module, head, data):
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
         inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
         distortions=preflight.distortions(config) if config.any_distortion() else None,
-        log_file=training_log_file(config), verbose=config.verbose)
+        log_file=training_log_file(config), verbose=config.verbose,
+        weight_decay=(regularization or {}).get("weight_decay") or 0.0,
+        label_smoothing=config.label_smoothing)
     checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
                               devices.distribution_strategy(), resume=config.resume)
@@ -289,6 +293,9 @@ def write_metrics(config, module, result):
     if result.classification:
         for key, value in result.classification.as_dict().items():
             metrics.setdefault(key, value)
+    if result.history.regularization:
+        # The new layer's weight decay (chosen on validation unless --weight_decay fixed it).
+        metrics["regularization"] = result.history.regularization
     if result.augmentation:
         metrics["augmentation"] = result.augmentation.as_dict()
     if result.tflite:

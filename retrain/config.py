@@ -1,6 +1,6 @@
 """The settings of one retrain run, with their defaults written once.
 
-The command line (retrain.cli) reads its flag defaults from here; library code takes a
+The command line (retrain.cli.retrain_command) reads its flag defaults from here; library code takes a
 RetrainConfig and never reads flags.
 """
 
@@ -8,8 +8,8 @@ import dataclasses
 import os
 from typing import Optional, Tuple
 
-from retrain import images
-from retrain.precision import FLOAT32
+from retrain.data import images
+from retrain.runtime.precision import FLOAT32
 
 # Distorted variants per training image when a distortion flag is on and
 # --augmentation_copies is not given: 4 copies quintuple the training images, at the cost
@@ -51,7 +51,7 @@ class RetrainConfig:
     learning_rate: float = 0.01
     # SGD momentum. retrain.py had none (0); 0.9 lets 4000 steps converge (see train.py).
     momentum: float = 0.9
-    # L2 penalty on the new layer's weights (retrain.train). None ("auto"): trained at each of
+    # L2 penalty on the new layer's weights (retrain.training.train). None ("auto"): trained at each of
     # train.WEIGHT_DECAY_CANDIDATES at once, the lowest validation cross-entropy kept; fine-
     # tuning then uses the one kept.
     weight_decay: Optional[float] = None
@@ -60,7 +60,7 @@ class RetrainConfig:
     label_smoothing: float = 0.1
     train_batch_size: int = 100
     eval_step_interval: int = 10  # steps between validation lines
-    # Which examples a training step draws (retrain.sampling): "classes" (retrain.py's: a class
+    # Which examples a training step draws (retrain.training.sampling): "classes" (retrain.py's: a class
     # uniformly, then one of its images), "images" (every image equally often) or
     # "loss_weight" (images uniformly, cross-entropy weighted by inverse class frequency).
     class_balance: str = "classes"
@@ -78,7 +78,7 @@ class RetrainConfig:
     # job of 1000 images or more and keeps 16 unless the other was clearly faster; otherwise
     # devices.default_batch_size() (4 or 8 per CPU device likewise, 64 per GPU).
     bottleneck_batch_size: Optional[int] = None
-    # The module's number format while it computes bottlenecks (retrain.precision): "float32",
+    # The module's number format while it computes bottlenecks (retrain.runtime.precision): "float32",
     # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.
     bottleneck_precision: str = FLOAT32
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
@@ -91,7 +91,7 @@ class RetrainConfig:
     logical_cpu_devices: int = 1
     random_seed: int = 0  # fixed, so the same images and flags give the same model
 
-    # Random distortions of training images, retrain.py's flags (see retrain.augment). Each
+    # Random distortions of training images, retrain.py's flags (see retrain.data.distort). Each
     # training image gets augmentation_copies distorted variants, computed once in batches and
     # cached like bottlenecks; validation and test images are never distorted.
     flip_left_right: bool = False  # mirror half of the variants
@@ -101,7 +101,7 @@ class RetrainConfig:
     # None: DEFAULT_AUGMENTATION_COPIES when a distortion is on, else 0 (no augmentation).
     augmentation_copies: Optional[int] = None
 
-    # Fine-tuning (retrain.finetune): after the new layer is trained on bottlenecks, train the
+    # Fine-tuning (retrain.training.finetune): after the new layer is trained on bottlenecks, train the
     # module and the layer together on the training images, keeping the best validation step.
     fine_tune: bool = False
     fine_tune_steps: int = 500
@@ -115,7 +115,7 @@ class RetrainConfig:
     # Fine-tune only the module's last N layers (in the order it lists its variables); 0: all.
     fine_tune_layers: int = 0
 
-    # TensorFlow Lite export (retrain.tflite_export). None: no .tflite is written.
+    # TensorFlow Lite export (retrain.export.tflite_export). None: no .tflite is written.
     tflite_output_file: Optional[str] = None
     # none | dynamic (int8 weights) | float16 (float16 weights) | int8 (full integer).
     tflite_quantization: str = "none"

@@ -10,26 +10,26 @@ import time
 from absl import logging
 import numpy as np
 
-from retrain import augment
-from retrain import augmentation
-from retrain import backbones
-from retrain import bottlenecks
-from retrain import checkpoint
-from retrain import dataset
-from retrain import devices
-from retrain import evaluate
-from retrain import export
-from retrain import files
-from retrain import finetune
-from retrain import metrics as metrics_lib
-from retrain import modules
-from retrain import precision
 from retrain import preflight
-from retrain import report
-from retrain import split
-from retrain import tflite_export
-from retrain import train
+from retrain.data import dataset
+from retrain.data import distort
+from retrain.data import split
 from retrain.errors import UserError
+from retrain.evaluation import evaluate
+from retrain.evaluation import metrics as metrics_lib
+from retrain.evaluation import report
+from retrain.export import saved_model
+from retrain.export import tflite_export
+from retrain.features import backbones
+from retrain.features import bottlenecks
+from retrain.features import distorted_variants
+from retrain.features import modules
+from retrain.runtime import devices
+from retrain.runtime import files
+from retrain.runtime import precision
+from retrain.training import checkpoint
+from retrain.training import finetune
+from retrain.training import train
 
 
 @dataclasses.dataclass
@@ -102,9 +102,9 @@ def run(config, checked=None):
     with timer("export"):
         feature_extractor = (fine_tuned.feature_extractor if fine_tuned
                              else modules.load_feature_extractor(module))
-        export.export_saved_model(feature_extractor, head, collection.labels, module.image_size,
+        saved_model.export_saved_model(feature_extractor, head, collection.labels, module.image_size,
                                   config.saved_model_dir)
-        export.write_labels(collection.labels, config.output_labels)
+        saved_model.write_labels(collection.labels, config.output_labels)
     tflite = None
     if config.tflite_output_file:
         with timer("tflite"):
@@ -129,12 +129,12 @@ def resolve(config):
 
 def check_augmentation(config):
     """Raises UserError for distortion settings that make no sense (config resolved)."""
-    augment.check_settings(preflight.distortions(config), config.augmentation_copies)
+    distort.check_settings(preflight.distortions(config), config.augmentation_copies)
 
 
 def add_training_variants(config, module, training):
     """The training split with the distorted variants config asks for appended (if any)."""
-    return augmentation.add_training_variants(
+    return distorted_variants.add_training_variants(
         training, module, config.bottleneck_dir, config.bottleneck_batch_size,
         config.max_image_pixels, preflight.distortions(config), config.augmentation_copies,
         config.bottleneck_precision)
@@ -203,7 +203,7 @@ def check_training_settings(config, labels):
 
 
 def fine_tune(config, module, head, data, regularization=None):
-    """Fine-tunes module + head on the training images (retrain.finetune), with the head's
+    """Fine-tunes module + head on the training images (retrain.training.finetune), with the head's
     weight decay and label smoothing (regularization: train.History.regularization)."""
     settings = finetune.FineTuneSettings(
         steps=config.fine_tune_steps, batch_size=config.fine_tune_batch_size,

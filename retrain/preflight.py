@@ -9,13 +9,13 @@ Nothing here imports TensorFlow (a test checks it).
 import dataclasses
 import os
 
-from retrain import dataset
-from retrain import distortions as distortions_lib
-from retrain import files
-from retrain import precision
-from retrain import sampling
-from retrain import split
+from retrain.data import dataset
+from retrain.data import distortions as distortions_lib
+from retrain.data import split
 from retrain.errors import UserError
+from retrain.runtime import files
+from retrain.runtime import precision
+from retrain.training import sampling
 
 QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8")
 INT8_INPUT_TYPES = ("float32", "uint8")

@@ -7,7 +7,7 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
   ceiling      the module's forward throughput on in-memory tensors: a sweep of
                --batch_sizes finds the fastest, at which it is measured again (over --images
                images, as the two below are) in turns with them; that is the ceiling. It runs
-               as many passes at once as the stage does (retrain.devices.forward_streams:
+               as many passes at once as the stage does (retrain.runtime.devices.forward_streams:
                without a GPU, one per core, each on one thread; one with --network_threads)
   bottlenecks  retrain's bottleneck stage (read, decode, resize, forward, cache) on --images
                JPEG files of each --photo_sizes (--photo_content: photo-like detail by
@@ -15,7 +15,7 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                size (from 1000 images on, batch_tuning's choice, its tuning included; the
                sizes it chose are reported), and on the first size at the ceiling's best batch
                size too
-  reading      the readers alone (retrain.preprocess.pixel_batches, one thread per core, at
+  reading      the readers alone (retrain.data.preprocess.pixel_batches, one thread per core, at
                normal priority, no network) on the JPEGs of each --photo_sizes: how many
                images/s this CPU can feed a network that runs on a device of its own (a GPU);
                with the ceiling's CPU time per image, it also gives the most of the ceiling
@@ -26,7 +26,7 @@ Reports (as a table, and as JSON with --json_out); --skip takes a comma-separate
                its default batch size (batch_tuning's choice, like the bottleneck stage's)
                (--precision bfloat16 runs these three in retrain --bottleneck_precision's
                bfloat16, on CPUs with AVX512_BF16 or AMX)
-  cold_start   `python -m retrain.label_image_cli --image one.jpg` in a fresh process, split
+  cold_start   `python -m retrain.cli.label_image_command --image one.jpg` in a fresh process, split
                into interpreter and imports (TensorFlow above all), model load, and
                predict + print
   reload       finding, hashing and loading a fully cached set of --cached_images images
@@ -70,22 +70,22 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from retrain import augment  # pylint: disable=wrong-import-position
-from retrain import augmentation  # pylint: disable=wrong-import-position
+from retrain.data import distort  # pylint: disable=wrong-import-position
+from retrain.features import distorted_variants  # pylint: disable=wrong-import-position
 import benchmark_scale  # pylint: disable=wrong-import-position
-from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
-from retrain import bottlenecks  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
-from retrain import dataset  # pylint: disable=wrong-import-position
-from retrain import devices  # pylint: disable=wrong-import-position
-from retrain import export  # pylint: disable=wrong-import-position
-from retrain import label_image  # pylint: disable=wrong-import-position
-from retrain import label_image_cli  # pylint: disable=wrong-import-position
-from retrain import images  # pylint: disable=wrong-import-position
-from retrain import modules  # pylint: disable=wrong-import-position
-from retrain import precision  # pylint: disable=wrong-import-position
-from retrain import preprocess  # pylint: disable=wrong-import-position
-from retrain import train  # pylint: disable=wrong-import-position
+from retrain.cli import label_image_command  # pylint: disable=wrong-import-position
+from retrain.data import dataset  # pylint: disable=wrong-import-position
+from retrain.data import images  # pylint: disable=wrong-import-position
+from retrain.data import preprocess  # pylint: disable=wrong-import-position
+from retrain.export import saved_model  # pylint: disable=wrong-import-position
+from retrain.features import bottleneck_cache  # pylint: disable=wrong-import-position
+from retrain.features import bottlenecks  # pylint: disable=wrong-import-position
+from retrain.features import modules  # pylint: disable=wrong-import-position
+from retrain.predict import label_image  # pylint: disable=wrong-import-position
+from retrain.runtime import devices  # pylint: disable=wrong-import-position
+from retrain.runtime import precision  # pylint: disable=wrong-import-position
+from retrain.training import train  # pylint: disable=wrong-import-position
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PHOTO_CONTENTS = ("natural", "smooth")
@@ -113,7 +113,7 @@ def parse_args():
                         help="TensorFlow's threads in this process, intra- and inter-op, and "
                         "one forward pass at a time (0: retrain's default, without a GPU one "
                         "pass per core at once, each on one thread, see "
-                        "retrain.devices.configure_threads). 2 on a 2-core machine is one pass "
+                        "retrain.runtime.devices.configure_threads). 2 on a 2-core machine is one pass "
                         "spread over both cores, as retrain ran before. 1 leaves a core to the "
                         "readers, as a GPU running the network leaves them every core: the "
                         "ceiling drops to one core's, and the stage shows whether reading "
@@ -277,7 +277,7 @@ def export_random_classifier(layer, module, saved_model_dir, classes=5):
     dim = modules.feature_dim(module)
     head = train.Head(rng.normal(0, 0.01, (dim, classes)).astype(np.float32),
                       np.zeros(classes, np.float32))
-    export.export_saved_model(layer, head, [f"class_{index}" for index in range(classes)],
+    saved_model.export_saved_model(layer, head, [f"class_{index}" for index in range(classes)],
                               module.image_size, saved_model_dir)
 
 
@@ -289,7 +289,7 @@ def measure_label_image(classifier, folder, batch_size):
         start, cpu_start = time.perf_counter(), time.process_time()
         for prediction in label_image.classify_files(classifier, paths, batch_size):
             top = label_image.top_predictions(prediction, classifier.labels, 5)
-            print(label_image_cli.format_text(prediction, top, with_path=True))
+            print(label_image_command.format_text(prediction, top, with_path=True))
         return _rates(len(paths), start, cpu_start)
 
 
@@ -297,7 +297,8 @@ def measure_label_image(classifier, folder, batch_size):
 _COLD_START_SCRIPT = """
 import sys, time
 import tensorflow
-from retrain import label_image, label_image_cli
+from retrain.cli import label_image_command
+from retrain.predict import label_image
 imported = time.time()
 classifier = label_image_cli.load_model(sys.argv[1])
 loaded = time.time()
@@ -322,7 +323,7 @@ def measure_cold_start(saved_model_dir, image_path, repeats):
     Returns {"total": the real command, and the parts of an instrumented copy of it:
     "imports" (interpreter, TensorFlow and retrain), "model_load", "predict_and_print"}.
     """
-    command = [sys.executable, "-m", "retrain.label_image_cli",
+    command = [sys.executable, "-m", "retrain.cli.label_image_command",
                f"--saved_model_dir={saved_model_dir}", "--image", image_path]
     totals, parts = [], []
     for _ in range(repeats):
@@ -539,7 +540,7 @@ def cpu_bound(network_cpu_ms, reading_cpu_ms):
 
 
 # Every distortion on, so both ways pay for all of them.
-BENCHMARK_DISTORTIONS = augment.Distortions(flip_left_right=True, random_crop=10, random_scale=10,
+BENCHMARK_DISTORTIONS = distort.Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                             random_brightness=10)
 
 
@@ -583,7 +584,7 @@ def time_cached_augmentation(module, collection, copies, steps, cache_dir):
     seconds["bottlenecks"] = time.perf_counter() - start
     labels = np.array([image.label_index for image in originals.image_files], np.int32)
     start = time.perf_counter()
-    (features, labels, _), result = augmentation.add_training_variants(
+    (features, labels, _), result = distorted_variants.add_training_variants(
         (originals.features, labels, originals.image_files), module, cache_dir, None, 10**8,
         BENCHMARK_DISTORTIONS, copies)
     seconds["variants"] = time.perf_counter() - start
@@ -608,7 +609,7 @@ def time_one_image_per_call_steps(module, collection, steps, batch_size=100):
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                   tf.TensorSpec([2], tf.int64)])
     def distort_and_extract(image, seed):
-        distorted = augment.distort_and_resize(image, module.image_size, BENCHMARK_DISTORTIONS,
+        distorted = distort.distort_and_resize(image, module.image_size, BENCHMARK_DISTORTIONS,
                                                seed)
         return layer(distorted[None], training=False)[0]
 

@@ -50,8 +50,11 @@ def parse_args():
 def run_variant(variant, module_handle, image_dir, bottleneck_dir):
     """Computes the cache one way; prints the seconds it took as JSON."""
     # pylint: disable=import-outside-toplevel
-    from retrain import beam_bottlenecks, bottlenecks, dataset, modules
     from retrain.config import RetrainConfig
+    from retrain.data import dataset
+    from retrain.features import beam_bottlenecks
+    from retrain.features import bottlenecks
+    from retrain.features import modules
     start = time.perf_counter()
     if VARIANTS[variant] is None:
         collection = dataset.find_images(image_dir)
@@ -67,7 +70,7 @@ def run_variant(variant, module_handle, image_dir, bottleneck_dir):
 
 def load_cache(bottleneck_dir):
     """{content key: float32 [D] vector} of the one module cache under bottleneck_dir."""
-    from retrain.bottleneck_cache import BottleneckCache  # pylint: disable=import-outside-toplevel
+    from retrain.features.bottleneck_cache import BottleneckCache  # pylint: disable=import-outside-toplevel
     (name,) = os.listdir(bottleneck_dir)
     cache = BottleneckCache(os.path.join(bottleneck_dir, name))
     cached = cache.load(cache.read_description()["feature_dim"])
@@ -80,7 +83,7 @@ def main():
         run_variant(args.run_variant[0], args.module, *args.run_variant[1:])
         return
     # pylint: disable=import-outside-toplevel
-    from retrain import modules
+    from retrain.features import modules
     modules.resolve_module(args.module)  # Builds a built-in backbone once, outside the timings.
     results = {"module": args.module, "images": args.images}
     with tempfile.TemporaryDirectory() as work_dir:

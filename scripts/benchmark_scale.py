@@ -20,9 +20,9 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
-from retrain import dataset  # pylint: disable=wrong-import-position
-from retrain import modules  # pylint: disable=wrong-import-position
+from retrain.data import dataset  # pylint: disable=wrong-import-position
+from retrain.features import bottleneck_cache  # pylint: disable=wrong-import-position
+from retrain.features import modules  # pylint: disable=wrong-import-position
 
 # A stand-in module: only its identity and size matter to the cache.
 SYNTHETIC_MODULE = modules.FeatureModule("benchmark", "", (224, 224), "benchmark-module")
@@ -139,7 +139,7 @@ def measure_growth(work_dir, sizes, module_handle, steps):
     The images are tiny PNGs cached under the real module's cache folder (with random
     vectors), so that the first-step run is a real `python -m retrain --tfhub_module ...`.
     """
-    from retrain import backbones  # pylint: disable=import-outside-toplevel
+    from retrain.features import backbones  # pylint: disable=import-outside-toplevel
     module = modules.resolve_module(module_handle)
     feature_dim = backbones.ensure_backbone(module_handle).feature_dim
     module_fields = [module.handle, module.saved_model_dir, list(module.image_size),

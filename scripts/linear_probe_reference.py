@@ -28,13 +28,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from retrain import bottlenecks  # pylint: disable=wrong-import-position
-from retrain import dataset  # pylint: disable=wrong-import-position
-from retrain import modules  # pylint: disable=wrong-import-position
 from retrain import pipeline  # pylint: disable=wrong-import-position
-from retrain import split  # pylint: disable=wrong-import-position
-from retrain import train  # pylint: disable=wrong-import-position
 from retrain.config import RetrainConfig  # pylint: disable=wrong-import-position
+from retrain.data import dataset  # pylint: disable=wrong-import-position
+from retrain.data import split  # pylint: disable=wrong-import-position
+from retrain.features import bottlenecks  # pylint: disable=wrong-import-position
+from retrain.features import modules  # pylint: disable=wrong-import-position
+from retrain.training import train  # pylint: disable=wrong-import-position
 import reference_sets  # pylint: disable=wrong-import-position
 
 # LogisticRegression's inverse regularization strengths tried, from strong to weak.

@@ -20,15 +20,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tensorflow as tf  # pylint: disable=wrong-import-position,unused-import
 
-from retrain import bottleneck_cache  # pylint: disable=wrong-import-position
-from retrain import bottlenecks  # pylint: disable=wrong-import-position
-from retrain import dataset  # pylint: disable=wrong-import-position
-from retrain import modules  # pylint: disable=wrong-import-position
 from retrain import pipeline  # pylint: disable=wrong-import-position
-from retrain import row_store  # pylint: disable=wrong-import-position
-from retrain import split  # pylint: disable=wrong-import-position
-from retrain import train  # pylint: disable=wrong-import-position
 from retrain.config import RetrainConfig  # pylint: disable=wrong-import-position
+from retrain.data import dataset  # pylint: disable=wrong-import-position
+from retrain.data import split  # pylint: disable=wrong-import-position
+from retrain.features import bottleneck_cache  # pylint: disable=wrong-import-position
+from retrain.features import bottlenecks  # pylint: disable=wrong-import-position
+from retrain.features import modules  # pylint: disable=wrong-import-position
+from retrain.features import row_store  # pylint: disable=wrong-import-position
+from retrain.training import train  # pylint: disable=wrong-import-position
 
 
 def memory_status(field="VmHWM"):

@@ -91,12 +91,15 @@ class NullWriter:
 def tiny_classifier(module_path, saved_model_dir, labels=("blue", "green", "red")):
     """The tiny module with a random new layer, exported and loaded as label_image loads it."""
     # pylint: disable=import-outside-toplevel
-    from retrain import export, label_image, modules, train
+    from retrain.export import saved_model
+    from retrain.features import modules
+    from retrain.predict import label_image
+    from retrain.training import train
 
     module = modules.resolve_module(module_path)
     head = train.Head(np.random.default_rng(0).normal(0, 1, (6, len(labels))).astype(np.float32),
                       np.zeros(len(labels), np.float32))
-    export.export_saved_model(modules.load_feature_extractor(module), head, list(labels),
+    saved_model.export_saved_model(modules.load_feature_extractor(module), head, list(labels),
                               module.image_size, str(saved_model_dir))
     return label_image.load_classifier(str(saved_model_dir))
 
@@ -126,12 +129,12 @@ def fast_config(image_dir, module, output_dir, **overrides):
 def parse_retrain_flags(argv):
     """The RetrainConfig that `retrain <argv>` builds, parsed on a FlagValues of its own."""
     from absl import flags  # pylint: disable=import-outside-toplevel
-    from retrain import cli  # pylint: disable=import-outside-toplevel
+    from retrain.cli import retrain_command  # pylint: disable=import-outside-toplevel
 
     flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
+    retrain_command.define_flags(flag_values)
     flag_values(["retrain", *argv])
-    return cli.config_from_flags(flag_values)
+    return retrain_command.config_from_flags(flag_values)
 
 
 @contextlib.contextmanager

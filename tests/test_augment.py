@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from retrain import augment
-from retrain import preprocess
-from retrain.augment import Distortions
+from retrain.data import distort
+from retrain.data import preprocess
+from retrain.data.distort import Distortions
 from retrain.errors import UserError
 
 SIZE = (32, 32)
@@ -18,7 +18,7 @@ def _image(height=50, width=40, seed=0):
 
 
 def _distort(image, distortions, seed, size=SIZE):
-    return augment.distort_and_resize(image, size, distortions,
+    return distort.distort_and_resize(image, size, distortions,
                                       np.asarray(seed, np.int64)).numpy()
 
 
@@ -105,17 +105,17 @@ def test_scale_enlarges_the_precrop_image_within_the_percentage():
 
 def test_variant_keys_name_content_settings_and_copy():
     content = bytes(range(20))
-    keys = {augment.variant_key(content, ALL, copy) for copy in range(4)}
-    keys.add(augment.variant_key(bytes(20), ALL, 0))
-    keys.add(augment.variant_key(content, Distortions(random_crop=20), 0))
+    keys = {distort.variant_key(content, ALL, copy) for copy in range(4)}
+    keys.add(distort.variant_key(bytes(20), ALL, 0))
+    keys.add(distort.variant_key(content, Distortions(random_crop=20), 0))
     assert len(keys) == 6 and all(len(key) == 20 for key in keys)
-    assert augment.variant_key(content, ALL, 2) == augment.variant_key(content, ALL, 2)
+    assert distort.variant_key(content, ALL, 2) == distort.variant_key(content, ALL, 2)
 
 
 def test_even_copies_are_the_mirrored_ones():
     for content in (bytes(20), bytes(range(20)), b"\xff" * 20):
         for copy in range(6):
-            seed = augment.variant_seed(augment.variant_key(content, ALL, copy))
+            seed = distort.variant_seed(distort.variant_key(content, ALL, copy))
             assert seed.dtype == np.int64 and seed.shape == (2,)
             assert (seed[0] % 2 == 1) == (copy % 2 == 0)
 
@@ -133,10 +133,10 @@ def test_even_copies_are_the_mirrored_ones():
 ])
 def test_settings_that_make_no_sense_are_user_errors(distortions, copies, message):
     with pytest.raises(UserError, match=message):
-        augment.check_settings(distortions, copies)
+        distort.check_settings(distortions, copies)
 
 
 def test_sensible_settings_pass():
-    augment.check_settings(Distortions(), 0)
-    augment.check_settings(ALL, 1)
-    augment.check_settings(Distortions(random_crop=100, random_scale=100, random_brightness=99), 9)
+    distort.check_settings(Distortions(), 0)
+    distort.check_settings(ALL, 1)
+    distort.check_settings(Distortions(random_crop=100, random_scale=100, random_brightness=99), 9)

@@ -7,17 +7,17 @@ import os
 import numpy as np
 import pytest
 
-from retrain import augmentation
-from retrain import bottlenecks
-from retrain import compare
-from retrain import dataset
-from retrain import evaluate
-from retrain import modules
 from retrain import pipeline
-from retrain import train
-from retrain.augment import Distortions
+from retrain.compare import compare
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
+from retrain.data import dataset
+from retrain.data.distort import Distortions
 from retrain.errors import UserError
+from retrain.evaluation import evaluate
+from retrain.features import bottlenecks
+from retrain.features import distorted_variants
+from retrain.features import modules
+from retrain.training import train
 from tests.conftest import fast_config, parse_retrain_flags
 
 DISTORTIONS = Distortions(random_crop=20, random_scale=10, random_brightness=20)
@@ -29,7 +29,7 @@ def _variants(image_files, module, cache_dir, distortions=DISTORTIONS, copies=3)
     originals = bottlenecks.get_bottlenecks(image_files, module, cache_dir, 8, 10**8)
     training = (originals.features, np.array([image.label_index for image in image_files],
                                              np.int32), originals.image_files)
-    return augmentation.add_training_variants(training, module, cache_dir, 8, 10**8, distortions,
+    return distorted_variants.add_training_variants(training, module, cache_dir, 8, 10**8, distortions,
                                               copies)
 
 

@@ -11,9 +11,9 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from retrain import backbones
-from retrain.backbones import builder
-from retrain.backbones import efficientnet_lite
+from retrain.features import backbones
+from retrain.features.backbones import builder
+from retrain.features.backbones import efficientnet_lite
 
 # ImageNet-1k class ids that count as a correct top-1 for each photo.
 _EXPECTED_CLASSES = {

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from retrain import backbones
-from retrain.backbones import builder
-from retrain.backbones import cache
 from retrain.errors import UserError
+from retrain.features import backbones
+from retrain.features.backbones import builder
+from retrain.features.backbones import cache
 
 _REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _METADATA = {"identity": "fake:weights:builder-test"}
@@ -30,7 +30,7 @@ def test_the_table_lists_the_issue_backbones_with_native_sizes():
 
 def test_importing_the_table_does_not_import_tensorflow():
     # The CLI may consult the table (and reuse a cached build) before importing TensorFlow.
-    code = "import sys, retrain.backbones; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, retrain.features.backbones; sys.exit('tensorflow' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=_REPOSITORY_ROOT)
 
 

@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from retrain import backbones
-from retrain.backbones import builder
-from retrain.backbones import keras_applications
 from retrain.errors import UserError
+from retrain.features import backbones
+from retrain.features.backbones import builder
+from retrain.features.backbones import keras_applications
 
 _KERAS_BACKBONES = sorted(name for name in backbones.BUILTIN_BACKBONES if name.startswith("keras/"))
 

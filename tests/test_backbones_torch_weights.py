@@ -9,10 +9,10 @@ import types
 import numpy as np
 import pytest
 
-from retrain.backbones import BUILTIN_BACKBONES
-from retrain.backbones import builder
-from retrain.backbones import torch_weights
 from retrain.errors import UserError
+from retrain.features.backbones import BUILTIN_BACKBONES
+from retrain.features.backbones import builder
+from retrain.features.backbones import torch_weights
 
 _HEADER = (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
 

@@ -1,4 +1,4 @@
-"""Choosing the forward pass's batch size by timing real batches (retrain.batch_tuning)."""
+"""Choosing the forward pass's batch size by timing real batches (retrain.runtime.batch_tuning)."""
 
 import logging
 import os
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain import augment
-from retrain import augmentation
-from retrain import batch_tuning
-from retrain import bottlenecks
-from retrain import dataset
-from retrain import devices
-from retrain import label_image
-from retrain import modules
+from retrain.data import dataset
+from retrain.data import distort
+from retrain.features import bottlenecks
+from retrain.features import distorted_variants
+from retrain.features import modules
+from retrain.predict import label_image
+from retrain.runtime import batch_tuning
+from retrain.runtime import devices
 import conftest
 
 
@@ -160,7 +160,8 @@ def test_network_threads_are_the_intra_op_setting_else_the_usable_cores(monkeypa
 _PINNED_TO_ONE_CORE = """
 import os
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-from retrain import batch_tuning, preprocess
+from retrain.data import preprocess
+from retrain.runtime import batch_tuning
 print(batch_tuning.batch_size_candidates(None, batch_tuning.MIN_IMAGES_TO_TUNE),
       preprocess.reader_threads())
 """
@@ -202,8 +203,8 @@ def test_tuned_distorted_variants_equal_those_of_a_fixed_batch_size(tmp_path, ti
     """Distorted batches come from tf.data as tensors; the tuner splits those too."""
     _small_tuning_job(monkeypatch)
     conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=80)
-    distortions = augment.Distortions(flip_left_right=True, random_crop=10)
-    variants = augmentation.variant_files(dataset.find_images(str(tmp_path / "images")).images,
+    distortions = distort.Distortions(flip_left_right=True, random_crop=10)
+    variants = distorted_variants.variant_files(dataset.find_images(str(tmp_path / "images")).images,
                                           distortions, 1)
     module = modules.resolve_module(tiny_module)
     layer = modules.load_feature_extractor(module)

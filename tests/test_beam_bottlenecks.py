@@ -16,7 +16,7 @@ from absl import flags
 import numpy as np
 import pytest
 
-from retrain import bottlenecks_cli
+from retrain.cli import bottlenecks_command
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from tests.conftest import fast_config, write_solid_colour_images
@@ -29,7 +29,11 @@ def _beam_modules():
     pytest.importorskip("apache_beam", reason="Apache Beam (the `beam` extra) is not installed; "
                         "scripts/test.sh runs these tests in .venv-beam")
     # pylint: disable=import-outside-toplevel
-    from retrain import beam_bottlenecks, bottleneck_cache, bottlenecks, dataset, modules
+    from retrain.data import dataset
+    from retrain.features import beam_bottlenecks
+    from retrain.features import bottleneck_cache
+    from retrain.features import bottlenecks
+    from retrain.features import modules
     return beam_bottlenecks, bottlenecks, dataset, modules, bottleneck_cache
 
 
@@ -172,27 +176,27 @@ def test_command_line_runs_the_pipeline(photos, tiny_module, tmp_path):
 
 def test_flags_make_the_config_and_the_rest_go_to_beam():
     flag_values = flags.FlagValues()
-    bottlenecks_cli.define_flags(flag_values)
+    bottlenecks_command.define_flags(flag_values)
     rest = flag_values(["prog", "--image_dir=photos", "--image_size=24", "--direct_num_workers",
                         "2", "--bottleneck_batch_size=4", "--project=p"], known_only=True)
     assert rest == ["prog", "--direct_num_workers", "2", "--project=p"]
-    config = bottlenecks_cli.config_from_flags(flag_values)
+    config = bottlenecks_command.config_from_flags(flag_values)
     assert (config.image_dir, config.image_size, config.bottleneck_batch_size) == ("photos", (24, 24), 4)
     # Where `retrain` looks when it is not given --bottleneck_dir either.
     assert config.bottleneck_dir == RetrainConfig().resolved().bottleneck_dir
-    assert flag_values["runner"].value == bottlenecks_cli.DEFAULT_RUNNER
+    assert flag_values["runner"].value == bottlenecks_command.DEFAULT_RUNNER
 
 
 def test_missing_beam_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "apache_beam", None)  # What an uninstalled package looks like.
     with pytest.raises(UserError, match=r"pip install 'retrain\[beam\]'"):
-        bottlenecks_cli.check_beam_installed()
+        bottlenecks_command.check_beam_installed()
 
 
 def test_missing_beam_exits_2_from_the_command_line(tmp_path):
     hide_beam = ("import sys; sys.modules['apache_beam'] = None; "
                  "sys.argv = ['retrain', 'bottlenecks', '--image_dir', sys.argv[1]]; "
-                 "from retrain.cli import run_main; run_main()")
+                 "from retrain.cli.retrain_command import run_main; run_main()")
     completed = subprocess.run([sys.executable, "-c", hide_beam, str(tmp_path)],
                                capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 2

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import fast_config
-from retrain import bottleneck_cache
-from retrain import bottlenecks
-from retrain import dataset
-from retrain import modules
 from retrain import pipeline
-from retrain import row_store
+from retrain.data import dataset
+from retrain.features import bottleneck_cache
+from retrain.features import bottlenecks
+from retrain.features import modules
+from retrain.features import row_store
 
 MODULE = modules.FeatureModule("test", "", (8, 8), "test-module")
 FEATURE_DIM = 5

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from retrain import cli
+from retrain.cli import retrain_command
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from tests.conftest import parse_retrain_flags
@@ -34,12 +34,12 @@ def test_flags_reach_the_config():
 @pytest.mark.parametrize("text, expected", [("224", (224, 224)), ("240x320", (240, 320)),
                                             ("96,128", (96, 128)), (None, None)])
 def test_parse_image_size(text, expected):
-    assert cli.parse_image_size(text) == expected
+    assert retrain_command.parse_image_size(text) == expected
 
 
 def test_parse_image_size_rejects_nonsense():
     with pytest.raises(UserError, match=r"--image_size='big' is not a size"):
-        cli.parse_image_size("big")
+        retrain_command.parse_image_size("big")
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
@@ -56,7 +56,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 @pytest.mark.parametrize("command, expected", [
     (["retrain"], ["--image_dir", "--how_many_training_steps", "--fine_tune", "--resume"]),
     (["retrain", "compare"], ["--modules", "--methods", "--random_crop"]),
-    (["retrain.label_image_cli"], ["--saved_model_dir", "--image"]),
+    (["retrain.cli.label_image_command"], ["--saved_model_dir", "--image"]),
     (["retrain", "bottlenecks"], ["--image_dir", "--bottleneck_dir", "--runner", "--image_size"]),
 ])
 def test_help_lists_the_commands_own_flags(command, expected):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(120)
 
 COMMANDS = {
     "retrain": ["retrain"],
-    "label_image": ["retrain.label_image_cli"],
+    "label_image": ["retrain.cli.label_image_command"],
     "retrain compare": ["retrain", "compare"],
     "retrain bottlenecks": ["retrain", "bottlenecks"],
 }
@@ -158,8 +158,8 @@ def test_compare_reports_an_empty_modules_list_before_importing_tensorflow(tmp_p
 
 def test_the_command_line_modules_import_no_tensorflow():
     completed = subprocess.run(
-        [sys.executable, "-c", "import sys; import retrain.cli, retrain.label_image_cli, "
-         "retrain.compare_cli, retrain.bottlenecks_cli, retrain.preflight; "
+        [sys.executable, "-c", "import sys; import retrain.cli.retrain_command, retrain.cli.label_image_command, "
+         "retrain.cli.compare_command, retrain.cli.bottlenecks_command, retrain.preflight; "
          "print(sorted(m for m in ('tensorflow', 'tensorflow_hub', 'keras') if m in sys.modules))"],
         capture_output=True, text=True, check=True, timeout=60)
     assert completed.stdout.strip() == "[]"

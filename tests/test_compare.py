@@ -9,9 +9,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from retrain import compare
-from retrain import compare_cli
-from retrain.baseline import BaselineSettings
+from retrain.cli import compare_command
+from retrain.compare import compare
+from retrain.compare.baseline import BaselineSettings
 from retrain.errors import UserError
 from tests.conftest import build_tiny_module, fast_config, interrupt_while_tensorflow_loads
 
@@ -117,10 +117,10 @@ def test_markdown_cells_are_escaped():
 
 def test_flags_reach_the_settings():
     flag_values = flags.FlagValues()
-    compare_cli.define_flags(flag_values)
+    compare_command.define_flags(flag_values)
     flag_values(["compare", "--image_dir=photos", "--modules=a, b", "--testing_percentage=20",
                  "--how_many_training_steps=7", "--nobaseline"])
-    config, modules, methods, output_dir, baseline_settings = compare_cli.settings_from_flags(
+    config, modules, methods, output_dir, baseline_settings = compare_command.settings_from_flags(
         flag_values)
     assert modules == ["a", "b"] and methods == ["frozen"] and output_dir == "compare_output"
     assert config.image_dir == "photos" and config.testing_percentage == 20

@@ -5,7 +5,7 @@ import os
 import pytest
 from PIL import Image
 
-from retrain import dataset
+from retrain.data import dataset
 from retrain.errors import UserError
 from tests.conftest import write_solid_colour_images
 

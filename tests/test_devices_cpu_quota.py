@@ -1,5 +1,5 @@
 """A cgroup CPU quota (`docker run --cpus`) sizes TensorFlow's threads and the readers
-(retrain.devices.cpu_quota_cores, configure_threads)."""
+(retrain.runtime.devices.cpu_quota_cores, configure_threads)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from retrain import devices
+from retrain.runtime import devices
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -55,7 +55,9 @@ with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as procs:
 from absl import logging
 logging.set_verbosity(logging.INFO)
 import tensorflow as tf
-from retrain import batch_tuning, devices, preprocess
+from retrain.data import preprocess
+from retrain.runtime import batch_tuning
+from retrain.runtime import devices
 devices.configure_threads()
 print(tf.config.threading.get_intra_op_parallelism_threads(),
       batch_tuning.batch_size_candidates(None, batch_tuning.MIN_IMAGES_TO_TUNE),

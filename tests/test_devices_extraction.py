@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain import bottleneck_cache
-from retrain import bottlenecks
-from retrain import dataset
-from retrain import devices
-from retrain import modules
+from retrain.data import dataset
 from retrain.errors import UserError
+from retrain.features import bottleneck_cache
+from retrain.features import bottlenecks
+from retrain.features import modules
+from retrain.runtime import devices
 import conftest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,10 +27,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TWO_DEVICES_SCRIPT = """
 import json, sys
 import numpy as np
-from retrain import devices
+from retrain.runtime import devices
 devices.configure_logical_cpu_devices(2)
 import tensorflow as tf
-from retrain import bottlenecks, dataset, modules
+from retrain.data import dataset
+from retrain.features import bottlenecks
+from retrain.features import modules
 module_dir, image_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 module = modules.resolve_module(module_dir)
 layer = modules.load_feature_extractor(module)

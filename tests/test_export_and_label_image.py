@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain import images
-from retrain import label_image
-from retrain import label_image_cli
 from retrain import pipeline
-from retrain import preprocess
+from retrain.cli import label_image_command
+from retrain.data import images
+from retrain.data import preprocess
 from retrain.errors import UserError
+from retrain.predict import label_image
 from tests.conftest import fast_config, interrupt_while_tensorflow_loads
 
 
@@ -61,7 +61,7 @@ def test_labels_the_training_colours_correctly(exported, colour_images):
 
 
 def _run_label_image(*args):
-    return subprocess.run([sys.executable, "-m", "retrain.label_image_cli", *args],
+    return subprocess.run([sys.executable, "-m", "retrain.cli.label_image_command", *args],
                           capture_output=True, text=True, check=False)
 
 
@@ -114,7 +114,7 @@ def test_missing_saved_model_dir_is_one_line_error(tmp_path):
 
 def test_no_images_given():
     with pytest.raises(UserError, match="No images given"):
-        label_image_cli.image_paths([], None, [])
+        label_image_command.image_paths([], None, [])
 
 
 def test_label_image_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_path):
@@ -122,7 +122,7 @@ def test_label_image_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_pat
     (tmp_path / "saved_model").mkdir()
     (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"")
     status, lines = interrupt_while_tensorflow_loads(
-        "retrain.label_image_cli", f"--saved_model_dir={tmp_path / 'saved_model'}",
+        "retrain.cli.label_image_command", f"--saved_model_dir={tmp_path / 'saved_model'}",
         str(tmp_path / "photo.jpg"))
     assert status == 130
     assert lines[-1] == "label_image: error: Interrupted.\n", lines[-3:]

@@ -10,18 +10,18 @@ import pytest
 import tensorflow as tf
 
 from conftest import fast_config
-from retrain import cli
-from retrain import compare
-from retrain import dataset
-from retrain import export
-from retrain import finetune
-from retrain import finetune_checkpoint
-from retrain import finetune_data
-from retrain import modules
 from retrain import pipeline
-from retrain import split
-from retrain import train
+from retrain.cli import retrain_command
+from retrain.compare import compare
+from retrain.data import dataset
+from retrain.data import split
 from retrain.errors import UserError
+from retrain.export import saved_model
+from retrain.features import modules
+from retrain.training import finetune
+from retrain.training import finetune_checkpoint
+from retrain.training import finetune_data
+from retrain.training import train
 
 # The tiny module's only trainable variable: conftest.build_tiny_module's Dense(3) kernel.
 TINY_KERNEL = np.array([[1.0, -1.0, 0.5], [0.5, 1.0, -1.0], [-1.0, 0.5, 1.0]], np.float32)
@@ -82,7 +82,7 @@ def test_export_holds_the_fine_tuned_weights(fine_tuned_run, tiny_module, colour
     np.testing.assert_allclose(predicted.numpy(), in_memory, atol=1e-5)
     # The same head on the frozen module predicts differently: the module's weights moved.
     module = modules.resolve_module(tiny_module)
-    export.export_saved_model(modules.load_feature_extractor(module), result.fine_tune.head,
+    saved_model.export_saved_model(modules.load_feature_extractor(module), result.fine_tune.head,
                               result.labels, module.image_size, str(tmp_path / "frozen"))
     frozen = tf.saved_model.load(str(tmp_path / "frozen"))
     frozen_predicted = frozen.signatures["serving_default"](image=tf.constant(images))["prediction"]
@@ -215,11 +215,11 @@ def test_training_order_is_shuffled_epochs_and_stable_when_steps_grow():
 
 
 def test_distorted_batches_depend_only_on_seed_and_step(colour_images):
-    from retrain import augment  # pylint: disable=import-outside-toplevel
+    from retrain.data import distort  # pylint: disable=import-outside-toplevel
     image_files = dataset.find_images(colour_images).images
     labels = np.array([image.label_index for image in image_files])
     order = finetune_data.training_order(len(image_files), steps=3, batch_size=4, seed=0)
-    distortions = augment.Distortions(flip_left_right=True, random_crop=20, random_brightness=30)
+    distortions = distort.Distortions(flip_left_right=True, random_crop=20, random_brightness=30)
 
     def batch(step, first_step, seed=0, distort=distortions):
         batches, _ = finetune_data.training_batches(image_files, labels, order, first_step,
@@ -232,7 +232,7 @@ def test_distorted_batches_depend_only_on_seed_and_step(colour_images):
 
 
 def test_fine_tune_flags_reach_the_config():
-    config = cli.config_from_flags(_parsed([
+    config = retrain_command.config_from_flags(_parsed([
         "retrain", "--image_dir=p", "--fine_tune", "--fine_tune_steps=7",
         "--fine_tune_learning_rate=0.002", "--fine_tune_momentum=0.5", "--fine_tune_batch_size=4",
         "--fine_tune_eval_interval=3", "--fine_tune_layers=2"]))
@@ -240,12 +240,12 @@ def test_fine_tune_flags_reach_the_config():
     assert (config.fine_tune_learning_rate, config.fine_tune_momentum) == (0.002, 0.5)
     assert (config.fine_tune_batch_size, config.fine_tune_eval_interval) == (4, 3)
     assert config.fine_tune_layers == 2
-    assert not cli.config_from_flags(_parsed(["retrain", "--image_dir=p"])).fine_tune
+    assert not retrain_command.config_from_flags(_parsed(["retrain", "--image_dir=p"])).fine_tune
 
 
 def _parsed(argv):
     flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
+    retrain_command.define_flags(flag_values)
     flag_values(argv)
     return flag_values
 

@@ -10,14 +10,14 @@ import sys
 
 import numpy as np
 
-from retrain import finetune
-from retrain import finetune_checkpoint
+from retrain.training import finetune
+from retrain.training import finetune_checkpoint
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _RUN = """
 import sys
-from retrain import devices
+from retrain.runtime import devices
 devices.configure_logical_cpu_devices(int(sys.argv[1]))
 sys.path.insert(0, "tests")
 from conftest import fast_config

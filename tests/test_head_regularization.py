@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from retrain import checkpoint
 from retrain import pipeline
-from retrain import train
+from retrain.training import checkpoint
+from retrain.training import train
 from tests.conftest import fast_config
 from tests.conftest import parse_retrain_flags
 

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from retrain import modules
 from retrain import pipeline
 from retrain.errors import UserError
+from retrain.features import modules
 from tests.conftest import fast_config
 
 

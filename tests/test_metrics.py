@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from retrain import metrics
+from retrain.evaluation import metrics
 
 LABELS = ["cat", "dog", "fish"]
 TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -8,15 +8,15 @@ import pytest
 import tensorflow as tf
 
 from conftest import fast_config, parse_retrain_flags
-from retrain import bottleneck_cache
-from retrain import bottlenecks
-from retrain import dataset
-from retrain import label_image
-from retrain import label_image_cli
-from retrain import modules
 from retrain import pipeline
-from retrain import precision
+from retrain.cli import label_image_command
+from retrain.data import dataset
 from retrain.errors import UserError
+from retrain.features import bottleneck_cache
+from retrain.features import bottlenecks
+from retrain.features import modules
+from retrain.predict import label_image
+from retrain.runtime import precision
 
 needs_bfloat16_cpu = pytest.mark.skipif(
     not precision.cpu_flags() & {"avx512_bf16", "amx_bf16"},
@@ -107,19 +107,19 @@ def test_bfloat16_on_a_cpu_without_it_fails_before_anything_is_written(tmp_path,
 
 def test_label_image_precision_is_for_the_saved_model_only(fake_machine):
     fake_machine("fpu avx512f avx512_bf16")
-    label_image_cli.check_precision("float32", "model.tflite")
-    label_image_cli.check_precision("bfloat16", None)
+    label_image_command.check_precision("float32", "model.tflite")
+    label_image_command.check_precision("bfloat16", None)
     with pytest.raises(UserError, match="--precision=bfloat16 applies to the SavedModel"):
-        label_image_cli.check_precision("bfloat16", "model.tflite")
+        label_image_command.check_precision("bfloat16", "model.tflite")
 
 
 @pytest.mark.parametrize("tflite_model", [None, "model.tflite"])
 def test_label_image_precision_needs_a_bfloat16_cpu_first(fake_machine, tflite_model):
     fake_machine("fpu avx2 avx512f")
-    label_image_cli.check_precision("float32", tflite_model)
+    label_image_command.check_precision("float32", tflite_model)
     with pytest.raises(UserError, match=r"--precision=bfloat16 needs a CPU with AVX512_BF16 or "
                                         r"AMX \(none of amx_bf16, avx512_bf16 in"):
-        label_image_cli.check_precision("bfloat16", tflite_model)
+        label_image_command.check_precision("bfloat16", tflite_model)
 
 
 def test_bfloat16_is_refused_on_a_machine_that_computes_on_its_gpu(fake_machine):

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from retrain import console
 from retrain import pipeline
-from retrain import progress
+from retrain.cli import console
+from retrain.runtime import progress
 from tests.conftest import fast_config
 
 STEPS, INTERVAL = 100, 5

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain import metrics
 from retrain import pipeline
-from retrain import report
 from retrain.errors import UserError
+from retrain.evaluation import metrics
+from retrain.evaluation import report
 from tests.conftest import fast_config, write_solid_colour_images
 
 # Folder names are data: these must show up as text, never as markup or maths.
@@ -173,7 +173,7 @@ def test_evaluate_a_labelled_folder_from_the_command_line(hostile_run, tmp_path)
     new_images = write_solid_colour_images(tmp_path / "new", colours=colours, per_class=3, seed=7)
     (tmp_path / "new" / "<script>" / "notes.txt").write_text("not an image")
     completed = subprocess.run(
-        [sys.executable, "-m", "retrain.label_image_cli", f"--saved_model_dir={output_dir}/saved_model",
+        [sys.executable, "-m", "retrain.cli.label_image_command", f"--saved_model_dir={output_dir}/saved_model",
          f"--image_dir={new_images}", "--evaluate", f"--report_dir={tmp_path / 'report'}"],
         capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
@@ -189,7 +189,7 @@ def test_evaluate_a_labelled_folder_from_the_command_line(hostile_run, tmp_path)
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_label(hostile_run, tmp_path):
-    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
     result, _ = hostile_run
     for name in (result.labels[0], "zebra"):
         os.makedirs(tmp_path / name)
@@ -199,6 +199,6 @@ def test_evaluate_refuses_a_folder_that_is_not_a_label(hostile_run, tmp_path):
 
 
 def test_evaluate_needs_subfolders(tmp_path):
-    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
     with pytest.raises(UserError, match=r"has no subfolders; to --evaluate, put each image"):
         label_image.find_labelled_files(str(tmp_path), ["a", "b"])

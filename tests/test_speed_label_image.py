@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain import label_image
 from retrain import pipeline
-from retrain import preprocess
+from retrain.data import preprocess
+from retrain.predict import label_image
 from tests.conftest import fast_config
 
 

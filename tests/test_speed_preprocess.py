@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from retrain import images
-from retrain import preprocess
+from retrain.data import images
+from retrain.data import preprocess
 
 
 def _smooth_photo(height, width, seed=0):
@@ -218,10 +218,10 @@ def test_training_pixels_match_the_bytes_signature_for_png(tmp_path):
 
 
 def test_distorted_batches_still_come_from_the_full_image(tmp_path):
-    from retrain import augment  # pylint: disable=import-outside-toplevel
+    from retrain.data import distort  # pylint: disable=import-outside-toplevel
     paths = _write_images(str(tmp_path), 3)
     seeds = np.arange(6, dtype=np.int64).reshape(3, 2)
-    distortions = augment.Distortions(flip_left_right=True, random_crop=20)
+    distortions = distort.Distortions(flip_left_right=True, random_crop=20)
     first = [batch[1].numpy() for batch in preprocess.image_batches(
         paths, (16, 16), 2, 10**8, {}, distortions, seeds)]
     again = [batch[1].numpy() for batch in preprocess.image_batches(

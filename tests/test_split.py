@@ -2,8 +2,8 @@
 
 import pytest
 
-from retrain import dataset
-from retrain import split
+from retrain.data import dataset
+from retrain.data import split
 from retrain.errors import UserError
 from tests.conftest import write_solid_colour_images
 

@@ -1,4 +1,4 @@
-"""Several forward passes at once, one per core (retrain.streams, devices.configure_threads)."""
+"""Several forward passes at once, one per core (retrain.runtime.streams, devices.configure_threads)."""
 
 import logging
 import os
@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from retrain import batch_tuning
-from retrain import bottlenecks
-from retrain import dataset
-from retrain import devices
-from retrain import label_image
-from retrain import modules
-from retrain import streams
+from retrain.data import dataset
+from retrain.features import bottlenecks
+from retrain.features import modules
+from retrain.predict import label_image
+from retrain.runtime import batch_tuning
+from retrain.runtime import devices
+from retrain.runtime import streams
 import conftest
 
 _ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -154,7 +154,8 @@ if sys.argv[2] == "one_core":
 from absl import logging
 logging.set_verbosity(logging.INFO)
 import tensorflow as tf
-from retrain import batch_tuning, devices
+from retrain.runtime import batch_tuning
+from retrain.runtime import devices
 devices.configure_threads(forward_streams_allowed=sys.argv[1] == "allowed")
 print(tf.config.threading.get_intra_op_parallelism_threads(),
       tf.config.threading.get_inter_op_parallelism_threads(), devices.forward_streams(),
@@ -194,7 +195,7 @@ def test_one_core_runs_one_pass():
 
 
 _MANY_CORES = """
-from retrain import devices
+from retrain.runtime import devices
 devices.usable_cores = lambda: devices.MAX_FORWARD_STREAMS + 4
 import tensorflow as tf
 devices.configure_threads()

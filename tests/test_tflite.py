@@ -21,10 +21,10 @@ from absl import logging as absl_logging
 import numpy as np
 import pytest
 
-from retrain import label_image
 from retrain import pipeline
-from retrain import tflite_export
 from retrain.errors import UserError
+from retrain.export import tflite_export
+from retrain.predict import label_image
 from tests.conftest import fast_config, parse_retrain_flags, write_solid_colour_images
 
 MAX_PIXELS = 10 ** 8
@@ -322,11 +322,11 @@ def test_unknown_quantization_flag_is_refused():
 @pytest.mark.parametrize("output_format", ["text", "json"])
 def test_label_image_prints_the_same_for_tflite_and_saved_model(
         capsys, trained, float_tflite, all_images, output_format):
-    from retrain import label_image_cli  # pylint: disable=import-outside-toplevel
+    from retrain.cli import label_image_command  # pylint: disable=import-outside-toplevel
     paths = all_images[::6]
-    label_image_cli.label_files(paths, trained[0], output_format, 2, 4)
+    label_image_command.label_files(paths, trained[0], output_format, 2, 4)
     from_saved_model = capsys.readouterr().out.splitlines()
-    label_image_cli.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
+    label_image_command.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
                                 labels=tflite_export.labels_path_for(float_tflite))
     from_tflite = capsys.readouterr().out.splitlines()
     lines_per_image = 3 if output_format == "text" else 1  # Path and 2 labels, or one JSON object.
@@ -343,7 +343,7 @@ def test_label_image_prints_the_same_for_tflite_and_saved_model(
 
 def test_label_image_command_takes_tflite_model_and_labels(float_tflite, all_images):
     completed = subprocess.run(
-        [sys.executable, "-m", "retrain.label_image_cli", f"--tflite_model={float_tflite}",
+        [sys.executable, "-m", "retrain.cli.label_image_command", f"--tflite_model={float_tflite}",
          f"--labels={tflite_export.labels_path_for(float_tflite)}", f"--image={all_images[-1]}"],
         capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
@@ -354,9 +354,9 @@ def test_label_image_command_takes_tflite_model_and_labels(float_tflite, all_ima
 
 
 def test_labels_without_tflite_model_is_a_user_error():
-    from retrain import label_image_cli  # pylint: disable=import-outside-toplevel
+    from retrain.cli import label_image_command  # pylint: disable=import-outside-toplevel
     with pytest.raises(UserError, match=r"--labels='l.txt' goes with --tflite_model"):
-        label_image_cli.load_model("saved_model", None, "l.txt")
+        label_image_command.load_model("saved_model", None, "l.txt")
 
 
 # Several forward passes at once (label_image on 2-8 cores, retrain's TFLite evaluation): each

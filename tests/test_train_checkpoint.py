@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from retrain import checkpoint
-from retrain import feeding
-from retrain import sampling
-from retrain import train
 from retrain.errors import UserError
+from retrain.training import checkpoint
+from retrain.training import feeding
+from retrain.training import sampling
+from retrain.training import train
 
 
 def _toy_problem(examples=400, feature_dim=12, classes=3, seed=0):

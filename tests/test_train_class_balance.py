@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain import sampling
-from retrain import train
 from retrain.errors import UserError
+from retrain.training import sampling
+from retrain.training import train
 
 # 900 images of class 0, 90 of class 1, 10 of class 2; class 3 has none.
 IMBALANCED_LABELS = np.repeat(np.arange(3), [900, 90, 10]).astype(np.int32)

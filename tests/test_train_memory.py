@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from retrain import train
+from retrain.training import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +35,7 @@ def test_holding_a_training_split_costs_about_one_copy():
         import json
         import numpy as np
         import tensorflow as tf
-        from retrain import train
+        from retrain.training import train
         from scale_probe import peak_rss_bytes
 
         array = np.random.default_rng(0).random((8000, 1280), dtype=np.float32)

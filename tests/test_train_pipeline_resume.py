@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from retrain import checkpoint
 from retrain import pipeline
-from retrain import sampling
 from retrain.errors import UserError
+from retrain.training import checkpoint
+from retrain.training import sampling
 from tests.conftest import fast_config, interrupt_while_tensorflow_loads, parse_retrain_flags
 
 

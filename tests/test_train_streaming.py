@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from retrain import feeding
-from retrain import train
+from retrain.training import feeding
+from retrain.training import train
 
 
 def _toy_problem(examples=600, feature_dim=16, classes=3, seed=0):

@@ -255,7 +255,7 @@ not_owned="$(find "${out}" "${cache}" ! -uid 4242 | head -n 3)"
 [[ -z "${not_owned}" ]] || fail "files not owned by uid 4242: ${not_owned}"
 passed "retrain wrote labels, saved_model, metrics and summaries to /out, bottlenecks to /cache, as uid 4242"
 if (( $(nproc) >= 2 )); then
-    # Without a GPU, one forward pass per core at once (retrain.devices.configure_threads).
+    # Without a GPU, one forward pass per core at once (retrain.runtime.devices.configure_threads).
     grep -q "TensorFlow runs $(nproc) forward passes at once, one per core" "${workdir}/retrain.log" \
         || fail "retrain in the container did not run a forward pass per core"
     passed "retrain in the container runs one forward pass per core"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from retrain import devices
 from retrain.errors import UserError
+from retrain.runtime import devices
 
 
 @pytest.mark.timeout(60)

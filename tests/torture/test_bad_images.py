@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from retrain import images
-from retrain import preprocess
+from retrain.data import images
+from retrain.data import preprocess
 import torture_images as make
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -115,7 +115,7 @@ def test_lower_pixel_limit_is_honoured():
 # Decodes each file named on the command line, in a process whose address space is capped.
 _DECODE_UNDER_A_MEMORY_CAP = r"""
 import resource, sys
-from retrain import images
+from retrain.data import images
 cap_mb = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (cap_mb << 20, cap_mb << 20))
 for path in sys.argv[2:]:

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import fast_config, write_solid_colour_images
-from retrain import label_image
 from retrain import pipeline
 from retrain.errors import UserError
+from retrain.predict import label_image
 import processes
 import torture_images as make
 
@@ -202,7 +202,7 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path, tiny_module):
 
 def test_label_image_cli_prints_one_line_for_a_foreign_model(tmp_path, tiny_module):
     image = make.write_bytes(str(tmp_path / "a.png"), make.encode(make.solid(), "PNG"))
-    completed = run_cli(["retrain.label_image_cli", f"--saved_model_dir={tiny_module}",
+    completed = run_cli(["retrain.cli.label_image_command", f"--saved_model_dir={tiny_module}",
                          f"--image={image}"])
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr

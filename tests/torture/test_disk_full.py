@@ -13,9 +13,9 @@ import subprocess
 import pytest
 
 from conftest import fast_config, write_solid_colour_images
-from retrain import bottleneck_cache
 from retrain import pipeline
 from retrain.errors import UserError
+from retrain.features import bottleneck_cache
 import processes
 
 PER_CLASS = 200  # 600 vectors: two full shards and a partial one.

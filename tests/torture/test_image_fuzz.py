@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numpy as np
 import pytest
 
-from retrain import images
+from retrain.data import images
 import torture_images as make
 
 MAX_PIXELS = 1_000_000

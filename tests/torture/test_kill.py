@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import fast_config, write_solid_colour_images
-from retrain import bottleneck_cache
 from retrain import pipeline
+from retrain.features import bottleneck_cache
 import processes
 
 # Enough images for two full cache shards (256 records each) and a partial one.
@@ -120,6 +120,6 @@ def test_kill_during_export_keeps_the_old_model_whole(tmp_path, many_images, tin
 
 
 def assert_loads(saved_model_dir):
-    from retrain import label_image  # pylint: disable=import-outside-toplevel
+    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
     classifier = label_image.load_classifier(str(saved_model_dir))
     assert classifier.labels == ["blue", "green", "red"]

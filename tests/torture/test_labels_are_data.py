@@ -14,11 +14,11 @@ import sys
 import pytest
 
 from conftest import fast_config
-from retrain import bottleneck_cache
-from retrain import dataset
-from retrain import label_image
 from retrain import pipeline
+from retrain.data import dataset
 from retrain.errors import UserError
+from retrain.features import bottleneck_cache
+from retrain.predict import label_image
 import processes
 import torture_images as make
 
@@ -71,7 +71,7 @@ def test_nasty_labels_round_trip_and_stay_inside_the_output_folder(tmp_path, tin
     # label_image's JSON output, through the command line.
     image = make.write_bytes(str(tmp_path / "query.png"), make.encode(make.solid(make.RED), "PNG"))
     completed = subprocess.run(
-        [sys.executable, "-m", "retrain.label_image_cli", f"--saved_model_dir={output_dir / 'saved_model'}",
+        [sys.executable, "-m", "retrain.cli.label_image_command", f"--saved_model_dir={output_dir / 'saved_model'}",
          f"--image={image}", "--output_format=json", f"--num_top_predictions={len(labels)}"],
         capture_output=True, env=processes.cli_environment(), timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-2000:]

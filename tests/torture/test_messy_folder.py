@@ -6,8 +6,8 @@ import os
 from PIL import Image
 
 from conftest import fast_config
-from retrain import dataset
 from retrain import pipeline
+from retrain.data import dataset
 import torture_images as make
 
 # Not valid UTF-8 (Latin-1 "café"): such names come from old cameras and Windows shares.

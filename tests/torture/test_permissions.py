@@ -24,8 +24,9 @@ NOBODY = 65534
 # Runs in the unprivileged process: each case calls the library and records the outcome.
 CASES_SCRIPT = r"""
 import json, os, sys
-from retrain import dataset, pipeline
+from retrain import pipeline
 from retrain.config import RetrainConfig
+from retrain.data import dataset
 from retrain.errors import UserError
 
 root, module, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import fast_config, write_solid_colour_images
-from retrain import bottleneck_cache
 from retrain import pipeline
+from retrain.features import bottleneck_cache
 import processes
 
 PER_CLASS = 200

@@ -1,0 +1,1 @@
+"""The command-line tools: the only place that defines flags. Each command module builds plain settings and calls the library; command.py holds what they share (--help pages, usage errors), console.py the log format."""

@@ -1,0 +1,1 @@
+"""Stage 2, bottlenecks: resolve the feature-vector module (modules, backbones/), compute each image's vector once (bottlenecks) and cache it on disk (bottleneck_cache, row_store); distorted training variants (distorted_variants); the same cache computed by Apache Beam (beam_bottlenecks)."""

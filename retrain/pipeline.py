@@ -14,12 +14,12 @@ from retrain import preflight
 from retrain.data import dataset
 from retrain.data import distort
 from retrain.data import split
-from retrain.errors import UserError
 from retrain.evaluation import evaluate
 from retrain.evaluation import metrics as metrics_lib
 from retrain.evaluation import report
 from retrain.export import saved_model
 from retrain.export import tflite_export
+from retrain.evaluation import export_check
 from retrain.features import backbones
 from retrain.features import bottlenecks
 from retrain.features import distorted_variants
@@ -41,7 +41,7 @@ class RunResult:
     bottlenecks_computed: int
     stage_seconds: dict
     classification: metrics_lib.ClassificationMetrics = None  # per-class test metrics
-    tflite: tflite_export.TFLiteReport = None  # None without --tflite_output_file
+    tflite: export_check.TFLiteReport = None  # None without --tflite_output_file
     fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
     # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
     augmentation: object = None
@@ -152,7 +152,7 @@ def export_tflite(config, module, labels, splits, head, test_data):
         representative_images=config.tflite_representative_images, seed=config.random_seed,
         max_image_pixels=config.max_image_pixels)
     features, _, test_images = test_data
-    return tflite_export.export_and_evaluate(
+    return export_check.export_and_evaluate(
         settings, config.saved_model_dir, labels, module.image_size,
         [image.path for image in splits["training"]], test_images, head.probabilities(features))
 

@@ -12,13 +12,11 @@ import os
 from retrain.data import dataset
 from retrain.data import distortions as distortions_lib
 from retrain.data import split
+from retrain.export import tflite_settings
 from retrain.errors import UserError
 from retrain.runtime import files
 from retrain.runtime import precision
 from retrain.training import sampling
-
-QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8")
-INT8_INPUT_TYPES = ("float32", "uint8")
 
 # How hub handles and URLs begin; anything else that looks like a path must be a folder.
 MODULE_URL_PREFIXES = ("http://", "https://", "gs://")
@@ -56,7 +54,7 @@ def check_settings(config):
     split.check_percentages(config.validation_percentage, config.testing_percentage)
     distortions_lib.check_settings(distortions(config), config.augmentation_copies)
     precision.check(config.bottleneck_precision, "--bottleneck_precision")
-    check_tflite_settings(config.tflite_output_file, config.tflite_quantization,
+    tflite_settings.check_settings(config.tflite_output_file, config.tflite_quantization,
                           config.tflite_int8_input)
     sampling.check_class_balance(config.class_balance)
     check_module_handle(config.tfhub_module)
@@ -80,26 +78,6 @@ def check_module_handle(handle):
     if looks_like_path and not handle.startswith(MODULE_URL_PREFIXES) and not os.path.isdir(handle):
         raise UserError(f"--tfhub_module {handle!r} is not a folder; pass a SavedModel folder, "
                         "a TF Hub handle or URL, or a built-in backbone (efficientnet_lite0, ...).")
-
-
-def check_tflite_settings(output_file, quantization, int8_input):
-    """Raises UserError for a TFLite setting that cannot work, before any long work."""
-    check_tflite_modes(quantization, int8_input)
-    if not output_file and quantization != "none":
-        raise UserError(f"--tflite_quantization={quantization} needs a file to write; pass "
-                        "--tflite_output_file model.tflite.")
-    if not output_file and int8_input != "float32":
-        raise UserError("--tflite_int8_input needs --tflite_output_file and "
-                        "--tflite_quantization=int8.")
-
-
-def check_tflite_modes(quantization, int8_input):
-    """Raises UserError unless quantization and int8_input are known values."""
-    if quantization not in QUANTIZATION_MODES:
-        raise UserError(f"--tflite_quantization={quantization!r} is not a mode; pass one of "
-                        f"{', '.join(QUANTIZATION_MODES)}.")
-    if int8_input not in INT8_INPUT_TYPES:
-        raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
 
 
 def check_outputs_writable(config):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from retrain.cli import retrain_command
+from retrain.cli import shared_flags
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from tests.conftest import parse_retrain_flags
@@ -34,12 +34,12 @@ def test_flags_reach_the_config():
 @pytest.mark.parametrize("text, expected", [("224", (224, 224)), ("240x320", (240, 320)),
                                             ("96,128", (96, 128)), (None, None)])
 def test_parse_image_size(text, expected):
-    assert retrain_command.parse_image_size(text) == expected
+    assert shared_flags.parse_image_size(text) == expected
 
 
 def test_parse_image_size_rejects_nonsense():
     with pytest.raises(UserError, match=r"--image_size='big' is not a size"):
-        retrain_command.parse_image_size("big")
+        shared_flags.parse_image_size("big")
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):

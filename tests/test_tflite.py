@@ -24,6 +24,9 @@ import pytest
 from retrain import pipeline
 from retrain.errors import UserError
 from retrain.export import tflite_export
+from retrain.export import tflite_settings
+from retrain.evaluation import export_check
+from retrain.predict import tflite_runtime
 from retrain.predict import label_image
 from tests.conftest import fast_config, parse_retrain_flags, write_solid_colour_images
 
@@ -87,7 +90,7 @@ def all_images(colour_images):
 def reference(trained, all_images):
     """The SavedModel's probabilities, float32 [36, 3], for all_images."""
     classifier = label_image.load_classifier(trained[0])
-    return tflite_export.predict_files(classifier, all_images, 32, MAX_PIXELS)
+    return export_check.predict_files(classifier, all_images, 32, MAX_PIXELS)
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[f"{mode}-{kind}" for mode, kind, _ in MODES])
@@ -99,12 +102,12 @@ def converted(request, trained, all_images, tmp_path_factory):
     model_bytes = tflite_export.convert(saved_model_dir, quantization, int8_input, representative)
     path = str(tmp_path_factory.mktemp(quantization) / "model.tflite")
     tflite_export.write_tflite(model_bytes, path, labels)
-    return Converted(tflite_export.load_classifier(path), path, quantization, int8_input, tolerance)
+    return Converted(tflite_runtime.load_classifier(path), path, quantization, int8_input, tolerance)
 
 
 @dataclasses.dataclass
 class Converted:
-    classifier: tflite_export.TFLiteClassifier
+    classifier: tflite_runtime.TFLiteClassifier
     path: str
     quantization: str
     int8_input: str
@@ -160,7 +163,7 @@ def test_bad_tflite_settings_fail_before_any_work(tmp_path, tiny_module, colour_
 
 
 def test_each_mode_agrees_with_the_saved_model(converted, all_images, reference):
-    probabilities = tflite_export.predict_files(converted.classifier, all_images, 32, MAX_PIXELS)
+    probabilities = export_check.predict_files(converted.classifier, all_images, 32, MAX_PIXELS)
     assert probabilities.shape == (36, 3)
     same_top1 = np.sum(probabilities.argmax(axis=1) == reference.argmax(axis=1))
     assert same_top1 >= (35 if converted.quantization == "int8" else 36)
@@ -177,19 +180,19 @@ def test_each_mode_reads_labels_and_size(converted, trained):
 
 
 def test_batch_size_changes_between_calls(converted, all_images, reference):
-    single = tflite_export.predict_files(converted.classifier, all_images[:5], 1, MAX_PIXELS)
-    batched = tflite_export.predict_files(converted.classifier, all_images[:5], 4, MAX_PIXELS)
+    single = export_check.predict_files(converted.classifier, all_images[:5], 1, MAX_PIXELS)
+    batched = export_check.predict_files(converted.classifier, all_images[:5], 4, MAX_PIXELS)
     np.testing.assert_allclose(single, batched, atol=1e-6)
     np.testing.assert_allclose(single, reference[:5], atol=converted.tolerance)
 
 
 def _tensor_types(path):
-    interpreter = tflite_export.make_interpreter(model_path=path)
+    interpreter = tflite_runtime.make_interpreter(model_path=path)
     return {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
 
 
 def test_tensor_types_follow_the_mode(converted):
-    interpreter = tflite_export.make_interpreter(model_path=converted.path)
+    interpreter = tflite_runtime.make_interpreter(model_path=converted.path)
     inputs, outputs = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     io_type = converted.int8_input if converted.quantization == "int8" else "float32"
     assert np.dtype(inputs["dtype"]).name == io_type == converted.classifier.input_type
@@ -224,19 +227,19 @@ def test_int8_needs_a_representative_dataset(trained):
 ])
 def test_bad_settings_are_user_errors(output_file, quantization, int8_input, message):
     with pytest.raises(UserError, match=message):
-        tflite_export.check_settings(output_file, quantization, int8_input)
+        tflite_settings.check_settings(output_file, quantization, int8_input)
 
 
 def test_no_tflite_settings_is_fine():
-    tflite_export.check_settings(None, "none", "float32")
+    tflite_settings.check_settings(None, "none", "float32")
 
 
 def test_missing_model_and_labels_are_user_errors(tmp_path, float_tflite):
     path = float_tflite
     with pytest.raises(UserError, match=r"--tflite_model '.*nothing.tflite' does not exist"):
-        tflite_export.load_classifier(str(tmp_path / "nothing.tflite"))
+        tflite_runtime.load_classifier(str(tmp_path / "nothing.tflite"))
     with pytest.raises(UserError, match=r"Labels file '.*missing.txt' does not exist; pass --lab"):
-        tflite_export.load_classifier(path, str(tmp_path / "missing.txt"))
+        tflite_runtime.load_classifier(path, str(tmp_path / "missing.txt"))
 
 
 def test_labels_that_do_not_match_the_model_are_refused(tmp_path, float_tflite):
@@ -244,7 +247,7 @@ def test_labels_that_do_not_match_the_model_are_refused(tmp_path, float_tflite):
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
     with pytest.raises(UserError, match=r"has 2 labels but .* has 3 outputs"):
-        tflite_export.load_classifier(path, str(labels))
+        tflite_runtime.load_classifier(path, str(labels))
 
 
 def test_a_file_that_is_not_tflite_is_refused(tmp_path):
@@ -252,7 +255,7 @@ def test_a_file_that_is_not_tflite_is_refused(tmp_path):
     bogus.write_bytes(b"not a flatbuffer at all" * 10)
     (tmp_path / "model_labels.txt").write_text("a\nb\n")
     with pytest.raises(UserError, match=r"is not a TensorFlow Lite model"):
-        tflite_export.load_classifier(str(bogus))
+        tflite_runtime.load_classifier(str(bogus))
 
 
 def test_compare_predictions_counts_agreement_and_failed_images():
@@ -260,7 +263,7 @@ def test_compare_predictions_counts_agreement_and_failed_images():
     reference = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]  # 3 of 4 right
     tflite = np.eye(3, dtype=np.float32)[[0, 2, 2, 1]]
     tflite[2] = np.nan  # An image the interpreter could not read counts as wrong.
-    scores = tflite_export.compare_predictions(tflite, reference, truth)
+    scores = export_check.compare_predictions(tflite, reference, truth)
     assert scores["test_top1_accuracy"] == pytest.approx(0.25)
     assert scores["saved_model_test_top1_accuracy"] == pytest.approx(0.75)
     assert scores["top1_agreement_with_saved_model"] == pytest.approx(0.5)
@@ -268,7 +271,7 @@ def test_compare_predictions_counts_agreement_and_failed_images():
 
 
 def _report(quantization, accuracy, reference_accuracy):
-    return tflite_export.TFLiteReport(
+    return export_check.TFLiteReport(
         file="m.tflite", labels_file="m_labels.txt", quantization=quantization,
         input_type="float32", size_bytes=1000, saved_model_size_bytes=4000, test_count=200,
         test_top1_accuracy=accuracy, saved_model_test_top1_accuracy=reference_accuracy,
@@ -286,7 +289,7 @@ def _report(quantization, accuracy, reference_accuracy):
 def test_warns_when_quantization_loses_more_than_a_point(caplog, quantization, accuracy,
                                                          suggestion):
     caplog.set_level("INFO", logger="absl")
-    tflite_export.log_report(_report(quantization, accuracy, 0.95))
+    export_check.log_report(_report(quantization, accuracy, 0.95))
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert len(warnings) == (1 if suggestion else 0)
     if suggestion:
@@ -409,7 +412,7 @@ def _classify(classifier, image_dir, forward_streams):
 
 @pytest.mark.timeout(120)
 def test_two_passes_at_once_predict_what_one_pass_predicts(slow_tflite, folder_of_60):
-    classifier = tflite_export.load_classifier(slow_tflite)
+    classifier = tflite_runtime.load_classifier(slow_tflite)
     one_pass = _classify(classifier, folder_of_60, forward_streams=1)
     assert one_pass.shape == (60, 3)
     for _ in range(3):  # The same classifier again: new worker threads, new interpreters.
@@ -441,17 +444,17 @@ class _WatchedInterpreter:
 @pytest.mark.timeout(120)
 def test_each_thread_predicts_on_an_interpreter_of_its_own(slow_tflite, folder_of_60,
                                                            monkeypatch):
-    expected = _classify(tflite_export.load_classifier(slow_tflite), folder_of_60, 1)
+    expected = _classify(tflite_runtime.load_classifier(slow_tflite), folder_of_60, 1)
     barrier = threading.Barrier(2, timeout=30)  # Broken (an error) if no second pass comes.
     made = []
-    real_make_interpreter = tflite_export.make_interpreter
+    real_make_interpreter = tflite_runtime.make_interpreter
 
     def make_watched_interpreter(**model):
         made.append(_WatchedInterpreter(real_make_interpreter(**model), barrier))
         return made[-1]
 
-    monkeypatch.setattr(tflite_export, "make_interpreter", make_watched_interpreter)
-    classifier = tflite_export.load_classifier(slow_tflite)
+    monkeypatch.setattr(tflite_runtime, "make_interpreter", make_watched_interpreter)
+    classifier = tflite_runtime.load_classifier(slow_tflite)
     np.testing.assert_array_equal(_classify(classifier, folder_of_60, forward_streams=2),
                                   expected)
     assert all(len(interpreter.threads) == 1 for interpreter in made), [

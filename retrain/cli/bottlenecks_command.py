@@ -16,7 +16,7 @@ from absl import logging
 
 from retrain.cli import command
 from retrain.cli import console
-from retrain.cli import retrain_command
+from retrain.cli import shared_flags
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 
@@ -65,7 +65,7 @@ def config_from_flags(flag_values=FLAGS):
     """The resolved RetrainConfig the parsed flags describe."""
     values = {name: flag_values[name].value for name in _CONFIG_FIELDS}
     values["image_dir"] = values["image_dir"] or _DEFAULTS.image_dir
-    config = RetrainConfig(image_size=retrain_command.parse_image_size(flag_values["image_size"].value), **values)
+    config = RetrainConfig(image_size=shared_flags.parse_image_size(flag_values["image_size"].value), **values)
     return config.resolved()
 
 

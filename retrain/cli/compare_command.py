@@ -12,7 +12,7 @@ from absl import flags
 
 from retrain.cli import command
 from retrain.cli import console
-from retrain.cli import retrain_command
+from retrain.cli import shared_flags
 from retrain.config import RetrainConfig
 from retrain.data import dataset
 from retrain.errors import UserError
@@ -22,7 +22,7 @@ _DEFAULTS = RetrainConfig()
 FLAGS = flags.FLAGS
 
 # Flags shared with `retrain`, copied into the RetrainConfig every row starts from.
-_SHARED_FIELDS = ["image_dir", "bottleneck_dir", *retrain_command.TRAINING_FLAG_FIELDS]
+_SHARED_FIELDS = ["image_dir", "bottleneck_dir", *shared_flags.TRAINING_FLAG_FIELDS]
 
 
 def define_flags(flag_values=FLAGS):
@@ -41,7 +41,7 @@ def define_flags(flag_values=FLAGS):
     string("output_dir", "compare_output", "Where the table, the chart and one run folder per row go.")
     string("bottleneck_dir", None,
            "Cache of feature vectors shared by every row. Default: <output_dir>/bottlenecks.")
-    retrain_command.define_training_flags(flag_values)
+    shared_flags.define_training_flags(flag_values)
     flags.DEFINE_boolean("baseline", True, "Add a row for a small CNN trained from scratch.",
                          flag_values=flag_values)
     integer("baseline_epochs", baseline_defaults.epochs, "Epochs of the from-scratch CNN.",

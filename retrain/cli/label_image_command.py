@@ -86,8 +86,8 @@ def format_json(prediction, top):
 def load_model(saved_model_dir, tflite_model=None, labels=None):
     """The classifier to label with: the .tflite file if one is given, else the SavedModel."""
     if tflite_model:
-        from retrain.export import tflite_export  # pylint: disable=import-outside-toplevel
-        return tflite_export.load_classifier(tflite_model, labels)
+        from retrain.predict import tflite_runtime  # pylint: disable=import-outside-toplevel
+        return tflite_runtime.load_classifier(tflite_model, labels)
     if labels:
         raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
                         "labels); pass --tflite_model too, or drop --labels.")

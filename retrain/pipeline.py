@@ -3,7 +3,6 @@
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import time
 
@@ -25,7 +24,6 @@ from retrain.features import bottlenecks
 from retrain.features import distorted_variants
 from retrain.features import modules
 from retrain.runtime import devices
-from retrain.runtime import files
 from retrain.runtime import precision
 from retrain.training import checkpoint
 from retrain.training import finetune
@@ -302,10 +300,10 @@ def write_metrics(config, module, result):
         metrics["tflite"] = dataclasses.asdict(result.tflite)
     if result.fine_tune:
         metrics["fine_tune"] = finetune_metrics(result)
-    text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
-    files.write_file_atomically(config.metrics_file, text.encode("utf-8", "surrogateescape"),
-                                flag="--metrics_file")
-    write_report(config, metrics)
+    pictures = report.write_metrics_and_report(config.metrics_file, metrics, flag="--metrics_file")
+    logging.info("Wrote the report to %s", os.path.join(os.path.dirname(config.metrics_file),
+                                                         report.REPORT_FILE))
+    write_confusion_summary(config, metrics, pictures)
 
 
 def finetune_metrics(result):
@@ -327,11 +325,8 @@ def finetune_metrics(result):
     }
 
 
-def write_report(config, metrics):
-    """The PNGs and report.html next to metrics.json; the confusion matrix to TensorBoard."""
-    pictures = report.write_report(os.path.dirname(os.path.abspath(config.metrics_file)), metrics)
-    logging.info("Wrote the report to %s", os.path.join(os.path.dirname(config.metrics_file),
-                                                         report.REPORT_FILE))
+def write_confusion_summary(config, metrics, pictures):
+    """The confusion matrix picture of the report, as a TensorBoard image."""
     if report.CONFUSION_MATRIX_FILE in pictures and config.summaries_dir:
         last_step = metrics["history"]["steps"][-1] if metrics["history"]["steps"] else 0
         train.write_image_summaries(config.summaries_dir, "test", last_step,

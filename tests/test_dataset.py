@@ -68,3 +68,27 @@ def test_bad_image_dirs_are_user_errors(tmp_path, layout, message):
 def test_image_dir_flag_missing():
     with pytest.raises(UserError, match="Must set flag --image_dir"):
         dataset.find_images("")
+
+
+def test_training_and_evaluate_walk_the_same_files(tmp_path):
+    """One walker: label_image --evaluate on the training folder scores the images training
+    saw, symlinked classes and subfolders included, hidden and system files left out."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from retrain.evaluation import folder  # pylint: disable=import-outside-toplevel
+
+    def write_pngs(directory, count):
+        directory.mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(directory / f"{index}.png")
+
+    write_pngs(tmp_path / "elsewhere" / "b", 3)
+    write_pngs(tmp_path / "elsewhere" / "more_a", 2)
+    write_pngs(tmp_path / "photos" / "a", 2)
+    (tmp_path / "photos" / "b").symlink_to(tmp_path / "elsewhere" / "b")
+    (tmp_path / "photos" / "a" / "linked").symlink_to(tmp_path / "elsewhere" / "more_a")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a" / ".hidden.png")
+    (tmp_path / "photos" / "a" / "Thumbs.db").write_bytes(b"\0" * 16)
+    training = sorted(image.path for image in dataset.find_images(str(tmp_path / "photos")).images)
+    labelled, _ = folder.find_labelled_files(str(tmp_path / "photos"), ["a", "b"])
+    assert sorted(path for path, _ in labelled) == training
+    assert len(training) == 7

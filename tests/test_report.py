@@ -189,16 +189,16 @@ def test_evaluate_a_labelled_folder_from_the_command_line(hostile_run, tmp_path)
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_label(hostile_run, tmp_path):
-    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
+    from retrain.evaluation import folder  # pylint: disable=import-outside-toplevel
     result, _ = hostile_run
     for name in (result.labels[0], "zebra"):
         os.makedirs(tmp_path / name)
     with pytest.raises(UserError, match=r"Folder 'zebra' in --image_dir is not a label of the "
                                         r"model \(its labels: .*\); rename the folder"):
-        label_image.find_labelled_files(str(tmp_path), result.labels)
+        folder.find_labelled_files(str(tmp_path), result.labels)
 
 
 def test_evaluate_needs_subfolders(tmp_path):
-    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
+    from retrain.evaluation import folder  # pylint: disable=import-outside-toplevel
     with pytest.raises(UserError, match=r"has no subfolders; to --evaluate, put each image"):
-        label_image.find_labelled_files(str(tmp_path), ["a", "b"])
+        folder.find_labelled_files(str(tmp_path), ["a", "b"])

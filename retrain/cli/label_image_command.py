@@ -122,12 +122,13 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
       exit status 0 (images that could not be read are reported on stderr, not counted).
     """
     # pylint: disable=import-outside-toplevel
+    from retrain.evaluation import folder
     from retrain.evaluation import metrics
     from retrain.evaluation import report
     from retrain.predict import label_image
     from retrain.runtime import files
     classifier = label_image.load_classifier(saved_model_dir)
-    evaluation = label_image.evaluate_folder(classifier, image_dir, batch_size)
+    evaluation = folder.evaluate_folder(classifier, image_dir, batch_size)
     for failure in evaluation.failed:
         print(f"label_image: cannot label {dataset.display_path(failure.path)}: {failure.error}",
               file=sys.stderr)
@@ -137,8 +138,8 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
     if not evaluation.paths:
         raise UserError(f"No readable images in the subfolders of --image_dir "
                         f"{dataset.display_path(image_dir)!r}; put images in them.")
-    result, data = label_image.evaluation_metrics(evaluation, classifier.labels, image_dir,
-                                                  saved_model_dir)
+    result, data = folder.evaluation_metrics(evaluation, classifier.labels, image_dir,
+                                             saved_model_dir)
     print("\n".join(metrics.format_report(result)))
     print(f"Images skipped as unreadable: {len(evaluation.failed)}")
     if report_dir:
@@ -147,9 +148,7 @@ def evaluate_folder(saved_model_dir, image_dir, batch_size, report_dir=None):
         except OSError as error:
             raise UserError(f"Cannot write to --report_dir {report_dir!r} ({error.strerror or error}); "
                             "pass a writable folder.") from error
-        text = json.dumps(data, indent=2, allow_nan=True).encode("utf-8", "surrogateescape")
-        files.write_file_atomically(os.path.join(report_dir, "metrics.json"), text)
-        report.write_report(report_dir, data)
+        report.write_metrics_and_report(os.path.join(report_dir, "metrics.json"), data)
         print(f"Wrote metrics.json and {report.REPORT_FILE} to {report_dir}")
     return 0
 

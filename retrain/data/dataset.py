@@ -62,7 +62,7 @@ def find_images(image_dir):
     labels = [name for name, _ in class_dirs]
     candidates, skipped = [], []
     for label_index, (label, class_dir) in enumerate(class_dirs):
-        paths, class_skipped = _walk_files(class_dir)
+        paths, class_skipped = walk_files(class_dir)
         skipped.extend(class_skipped)
         candidates.extend((path, label_index) for path in paths)
     image_files, unrecognised = _identify_images(image_dir, candidates)
@@ -121,7 +121,16 @@ def _is_dir(entry):
         return False
 
 
-def _walk_files(class_dir):
+def list_files(folder):
+    """The files under folder that retrain would consider, by retrain's rules (walk_files);
+    what it leaves out is logged as a warning, as in training."""
+    paths, skipped = walk_files(folder)
+    for skip in skipped:
+        logging.warning("Skipping %s: %s", display_path(skip.path), skip.reason)
+    return paths
+
+
+def walk_files(class_dir):
     """Lists the files under class_dir recursively, following symlinks but not loops.
 
     Returns:

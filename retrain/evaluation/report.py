@@ -11,6 +11,7 @@ Labels are data (folder names): every piece of text goes through html.escape, ma
 import base64
 import html
 import io
+import json
 import math
 import os
 
@@ -29,6 +30,23 @@ MAX_TABLE_ROWS = 500
 # Beyond this many classes the numbers in the confusion-matrix cells are unreadable.
 MAX_ANNOTATED_CLASSES = 30
 _MAX_TICK_LABEL_CHARACTERS = 24
+
+
+def write_metrics_and_report(metrics_file, metrics, flag=None):
+    """Writes metrics.json (pretty JSON, atomically) and, beside it, the PNGs and report.html:
+    the one writer of both, for retrain's runs and for label_image --evaluate.
+
+    Args:
+      metrics_file: path of the JSON file; flag: the flag that named it, for error messages.
+      metrics: the metrics dict (non-JSON values are written as text; labels from folder names
+        that are not valid UTF-8 keep their bytes).
+
+    Returns:
+      dict file name -> PNG bytes of the pictures written (for TensorBoard).
+    """
+    text = json.dumps(metrics, indent=2, default=str, allow_nan=True)
+    files.write_file_atomically(metrics_file, text.encode("utf-8", "surrogateescape"), flag=flag)
+    return write_report(os.path.dirname(os.path.abspath(metrics_file)), metrics)
 
 
 def write_report(folder, metrics):

@@ -11,7 +11,7 @@ import numpy as np
 
 from retrain import preflight
 from retrain.data import dataset
-from retrain.data import distort
+from retrain.data import distortion_settings
 from retrain.data import split
 from retrain.evaluation import evaluate
 from retrain.evaluation import metrics as metrics_lib
@@ -127,7 +127,7 @@ def resolve(config):
 
 def check_augmentation(config):
     """Raises UserError for distortion settings that make no sense (config resolved)."""
-    distort.check_settings(preflight.distortions(config), config.augmentation_copies)
+    distortion_settings.check_settings(preflight.distortions(config), config.augmentation_copies)
 
 
 def add_training_variants(config, module, training):

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from retrain.data import dataset
-from retrain.data import distortions as distortions_lib
+from retrain.data import distortion_settings
 from retrain.data import split
 from retrain.export import tflite_settings
 from retrain.errors import UserError
@@ -52,7 +52,7 @@ def check_run(config):
 def check_settings(config):
     """Raises UserError for settings of a resolved RetrainConfig that cannot work together."""
     split.check_percentages(config.validation_percentage, config.testing_percentage)
-    distortions_lib.check_settings(distortions(config), config.augmentation_copies)
+    distortion_settings.check_settings(distortions(config), config.augmentation_copies)
     precision.check(config.bottleneck_precision, "--bottleneck_precision")
     tflite_settings.check_settings(config.tflite_output_file, config.tflite_quantization,
                           config.tflite_int8_input)
@@ -62,7 +62,7 @@ def check_settings(config):
 
 def distortions(config):
     """The distortions.Distortions that config asks for."""
-    return distortions_lib.Distortions(config.flip_left_right, config.random_crop,
+    return distortion_settings.Distortions(config.flip_left_right, config.random_crop,
                                        config.random_scale, config.random_brightness)
 
 

@@ -71,6 +71,7 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from retrain.data import distort  # pylint: disable=wrong-import-position
+from retrain.data import distortion_settings
 from retrain.features import distorted_variants  # pylint: disable=wrong-import-position
 import benchmark_scale  # pylint: disable=wrong-import-position
 from retrain import config  # pylint: disable=wrong-import-position
@@ -540,7 +541,7 @@ def cpu_bound(network_cpu_ms, reading_cpu_ms):
 
 
 # Every distortion on, so both ways pay for all of them.
-BENCHMARK_DISTORTIONS = distort.Distortions(flip_left_right=True, random_crop=10, random_scale=10,
+BENCHMARK_DISTORTIONS = distortion_settings.Distortions(flip_left_right=True, random_crop=10, random_scale=10,
                                             random_brightness=10)
 
 

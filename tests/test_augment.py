@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from retrain.data import distort
+from retrain.data import distortion_settings
 from retrain.data import preprocess
-from retrain.data.distort import Distortions
+from retrain.data.distortion_settings import Distortions
 from retrain.errors import UserError
 
 SIZE = (32, 32)
@@ -133,10 +134,10 @@ def test_even_copies_are_the_mirrored_ones():
 ])
 def test_settings_that_make_no_sense_are_user_errors(distortions, copies, message):
     with pytest.raises(UserError, match=message):
-        distort.check_settings(distortions, copies)
+        distortion_settings.check_settings(distortions, copies)
 
 
 def test_sensible_settings_pass():
-    distort.check_settings(Distortions(), 0)
-    distort.check_settings(ALL, 1)
-    distort.check_settings(Distortions(random_crop=100, random_scale=100, random_brightness=99), 9)
+    distortion_settings.check_settings(Distortions(), 0)
+    distortion_settings.check_settings(ALL, 1)
+    distortion_settings.check_settings(Distortions(random_crop=100, random_scale=100, random_brightness=99), 9)

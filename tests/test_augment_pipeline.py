@@ -11,7 +11,7 @@ from retrain import pipeline
 from retrain.compare import compare
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
 from retrain.data import dataset
-from retrain.data.distort import Distortions
+from retrain.data.distortion_settings import Distortions
 from retrain.errors import UserError
 from retrain.evaluation import evaluate
 from retrain.features import bottlenecks

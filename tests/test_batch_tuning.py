@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from retrain.data import dataset
-from retrain.data import distort
+from retrain.data import distortion_settings
 from retrain.features import bottlenecks
 from retrain.features import distorted_variants
 from retrain.features import modules
@@ -203,7 +203,7 @@ def test_tuned_distorted_variants_equal_those_of_a_fixed_batch_size(tmp_path, ti
     """Distorted batches come from tf.data as tensors; the tuner splits those too."""
     _small_tuning_job(monkeypatch)
     conftest.write_solid_colour_images(str(tmp_path / "images"), per_class=80)
-    distortions = distort.Distortions(flip_left_right=True, random_crop=10)
+    distortions = distortion_settings.Distortions(flip_left_right=True, random_crop=10)
     variants = distorted_variants.variant_files(dataset.find_images(str(tmp_path / "images")).images,
                                           distortions, 1)
     module = modules.resolve_module(tiny_module)

@@ -215,11 +215,12 @@ def test_training_order_is_shuffled_epochs_and_stable_when_steps_grow():
 
 
 def test_distorted_batches_depend_only_on_seed_and_step(colour_images):
-    from retrain.data import distort  # pylint: disable=import-outside-toplevel
+    from retrain.data import distortion_settings  # pylint: disable=import-outside-toplevel
     image_files = dataset.find_images(colour_images).images
     labels = np.array([image.label_index for image in image_files])
     order = finetune_data.training_order(len(image_files), steps=3, batch_size=4, seed=0)
-    distortions = distort.Distortions(flip_left_right=True, random_crop=20, random_brightness=30)
+    distortions = distortion_settings.Distortions(flip_left_right=True, random_crop=20,
+                                                  random_brightness=30)
 
     def batch(step, first_step, seed=0, distort=distortions):
         batches, _ = finetune_data.training_batches(image_files, labels, order, first_step,

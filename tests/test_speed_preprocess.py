@@ -219,13 +219,14 @@ def test_training_pixels_match_the_bytes_signature_for_png(tmp_path):
 
 def test_distorted_batches_still_come_from_the_full_image(tmp_path):
     from retrain.data import distort  # pylint: disable=import-outside-toplevel
+    from retrain.data import distortion_settings
     paths = _write_images(str(tmp_path), 3)
     seeds = np.arange(6, dtype=np.int64).reshape(3, 2)
-    distortions = distort.Distortions(flip_left_right=True, random_crop=20)
+    distortions = distortion_settings.Distortions(flip_left_right=True, random_crop=20)
     first = [batch[1].numpy() for batch in preprocess.image_batches(
-        paths, (16, 16), 2, 10**8, {}, distortions, seeds)]
+        paths, (16, 16), 2, 10**8, {}, distort.variant_transform((16, 16), distortions, seeds, 3))]
     again = [batch[1].numpy() for batch in preprocess.image_batches(
-        paths, (16, 16), 2, 10**8, {}, distortions, seeds)]
+        paths, (16, 16), 2, 10**8, {}, distort.variant_transform((16, 16), distortions, seeds, 3))]
     assert [batch.shape for batch in first] == [(2, 16, 16, 3), (1, 16, 16, 3)]
     for one, other in zip(first, again):
         np.testing.assert_array_equal(one, other)

@@ -23,10 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.data import preprocess
-# The settings and their checks live apart, without TensorFlow; used here under their old names.
-from retrain.data.distortions import Distortions  # pylint: disable=unused-import
-from retrain.data.distortions import check_distortions  # pylint: disable=unused-import
-from retrain.data.distortions import check_settings  # pylint: disable=unused-import
 
 
 def variant_key(content_key, distortions, copy_index):
@@ -87,3 +83,26 @@ def distort_and_resize(image, image_size, distortions, seed):
                                              maxval=1.0 + spread)
         resized = tf.clip_by_value(resized * factor, 0.0, 1.0)
     return tf.ensure_shape(resized, [height, width, 3])
+
+
+def distorted_batches(paths, image_size, batch_size, max_pixels, distortions, seeds):
+    """preprocess.PixelBatch-es of distorted variants: image i is the variant for seeds[i].
+
+    The distortions run in TensorFlow, so these come from preprocess.image_batches' tf.data
+    pipeline; their pixels are float32 in [0, 1].
+    """
+    errors = {}
+    transform = variant_transform(image_size, distortions, seeds, len(paths))
+    for indices, pixels, ok in preprocess.image_batches(paths, image_size, batch_size, max_pixels,
+                                                        errors, transform):
+        indices = indices.numpy()
+        yield preprocess.PixelBatch(indices, pixels, [None if read else errors.pop(index)
+                                           for index, read in zip(indices, ok.numpy())])
+
+
+def variant_transform(image_size, distortions, seeds, count):
+    """(index, uint8 image) -> float32 [H, W, 3]: the variant of the image for seeds[index],
+    for preprocess.image_batches' transform; seeds int64 [count, 2]."""
+    seed_table = tf.constant(np.asarray(seeds, np.int64).reshape([count, 2]))
+    return lambda index, image: distort_and_resize(
+        image, image_size, distortions, tf.gather(seed_table, index))

@@ -320,22 +320,7 @@ def as_unit_float(pixels):
     return tf.image.convert_image_dtype(pixels, tf.float32)
 
 
-def distorted_batches(paths, image_size, batch_size, max_pixels, distortions, seeds):
-    """PixelBatch-es of distorted variants: image i is augment's variant for seeds[i].
-
-    The distortions run in TensorFlow, so these come from image_batches' tf.data pipeline;
-    their pixels are float32 in [0, 1].
-    """
-    errors = {}
-    for indices, pixels, ok in image_batches(paths, image_size, batch_size, max_pixels, errors,
-                                             distortions, seeds):
-        indices = indices.numpy()
-        yield PixelBatch(indices, pixels, [None if read else errors.pop(index)
-                                           for index, read in zip(indices, ok.numpy())])
-
-
-def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions=None,
-                  seeds=None):
+def image_batches(paths, image_size, batch_size, max_pixels, errors, transform=None):
     """A tf.data pipeline that reads, decodes and resizes image files in parallel.
 
     For consumers that need a tf.data.Dataset (fine-tuning maps labels onto it); loops over
@@ -344,21 +329,20 @@ def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions
     unreadable file yields a blank image with ok=False and its reason in `errors[index]`, so
     one bad file never stops the pipeline.
 
-    With `distortions` (augment.Distortions) and `seeds` (int64 [len(paths), 2]), image i is
-    decoded at full size and becomes the variant augment.distort_and_resize makes with
-    seeds[i] instead.
+    With `transform`, a function (index int64, uint8 image [h, w, 3] at its full size) ->
+    float32 [H, W, 3] in [0, 1], each image is decoded at full size and transformed instead
+    of resized (data.distort.variant_transform makes the distorted variants so).
 
     Yields:
       (index int64 [batch], images float32 [batch, H, W, 3] in [0, 1], ok bool [batch]).
     """
     height, width = image_size
-    if distortions is None:
+    if transform is None:
         read_file = functools.partial(read_for_module, image_size=image_size, max_pixels=max_pixels)
-        shape, transform = [height, width, 3], None
+        shape = [height, width, 3]
     else:
         read_file = functools.partial(images.read_image_file, max_pixels=max_pixels)
         shape = [None, None, 3]
-        transform = _distorting_transform(image_size, distortions, seeds, len(paths))
 
     def read(index):
         index = int(index)
@@ -380,12 +364,3 @@ def image_batches(paths, image_size, batch_size, max_pixels, errors, distortions
         # Converted once per batch: 8-bit pixels are a quarter of the bytes to move until here.
         pipeline = pipeline.map(lambda indices, batch, ok: (indices, as_unit_float(batch), ok))
     return pipeline.prefetch(2)
-
-
-def _distorting_transform(image_size, distortions, seeds, count):
-    """(index, uint8 image) -> float32 [H, W, 3]: augment's variant of the image for seeds[index]."""
-    # Imported here: augment builds on this module's resize_for_module.
-    from retrain.data import distort  # pylint: disable=import-outside-toplevel
-    seed_table = tf.constant(np.asarray(seeds, np.int64).reshape([count, 2]))
-    return lambda index, image: distort.distort_and_resize(
-        image, image_size, distortions, tf.gather(seed_table, index))

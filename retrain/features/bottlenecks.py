@@ -150,8 +150,8 @@ def compute_and_store(layer, module, image_files, writer, batch_size, max_pixels
         batches = preprocess.pixel_batches(paths, module.image_size, read_size, max_pixels)
     else:
         seeds = np.stack([distort.variant_seed(image.content_key) for image in image_files])
-        batches = preprocess.distorted_batches(paths, module.image_size, read_size, max_pixels,
-                                               distortions, seeds)
+        batches = distort.distorted_batches(paths, module.image_size, read_size, max_pixels,
+                                            distortions, seeds)
     strategy = strategy or devices.distribution_strategy()
     if strategy.num_replicas_in_sync > 1:
         forward_streams = 1  # One graph already runs every device's share at once.

@@ -13,6 +13,7 @@ from absl import logging
 import numpy as np
 
 from retrain.data import distort
+from retrain.data import distortion_settings
 from retrain.features import bottlenecks
 from retrain.runtime.precision import FLOAT32
 
@@ -21,7 +22,7 @@ from retrain.runtime.precision import FLOAT32
 class AugmentationResult:
     """What the stage added to the training split, for the run's summary and metrics.json."""
 
-    distortions: distort.Distortions
+    distortions: distortion_settings.Distortions
     copies: int  # variants per training image
     variants: int  # variants added to training (copies x usable training images)
     computed: int  # variants this run computed; the rest came from the cache

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from retrain.data import distort
+from retrain.data import distortion_settings
 from retrain.errors import UserError
 from retrain.features import modules
 from retrain.runtime.progress import TrainingProgress
@@ -48,7 +48,7 @@ class FineTuneSettings:
     seed: int
     max_image_pixels: int
     inference_batch_size: int = 16  # images per forward pass when scoring validation and test
-    distortions: Optional[distort.Distortions] = None  # of the training images; None: none
+    distortions: Optional[distortion_settings.Distortions] = None  # of the training images; None: none
     # Where every evaluation's "Fine-tune step" lines are appended, as the run goes (after
     # the head's Step lines: the same file as train.TrainingSettings.log_file); None: nowhere.
     log_file: Optional[str] = None

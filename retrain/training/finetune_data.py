@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.data import dataset
+from retrain.data import distort
 from retrain.data import preprocess
 from retrain.runtime.progress import ProgressLogger
 
@@ -62,14 +63,14 @@ def training_batches(image_files, labels, order, first_step, image_size, max_pix
     steps, batch_size = order.shape
     flat = order[first_step:].reshape(-1)
     paths = [image_files[index].path for index in flat]
-    seeds = None
+    transform = None
     if distortions is not None and distortions.any():
-        seeds = distortion_seeds(seed, first_step, steps, batch_size)
-    else:
-        distortions = None
+        transform = distort.variant_transform(
+            image_size, distortions, distortion_seeds(seed, first_step, steps, batch_size),
+            len(paths))
     errors = {}
     batches = preprocess.image_batches(paths, image_size, batch_size, max_pixels, errors,
-                                       distortions, seeds)
+                                       transform)
     label_table = tf.constant(np.asarray(labels)[flat].astype(np.int32))
     batches = batches.map(lambda index, images, ok: (images, tf.gather(label_table, index), ok))
     return batches, errors

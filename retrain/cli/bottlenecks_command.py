@@ -1,4 +1,4 @@
-"""The `retrain bottlenecks` command (also `python -m retrain.cli.bottlenecks_command`): computes the
+"""The `retrain bottlenecks` command: computes the
 bottleneck cache with an Apache Beam pipeline, for `retrain` to train from.
 
 The only module that defines this command's flags; their defaults come from RetrainConfig.
@@ -154,7 +154,3 @@ HELP = command.HelpPage(
 def run_main(argv=None):
     define_flags()
     command.run(HELP, FLAGS, main, argv, known_only=True)
-
-
-if __name__ == "__main__":
-    run_main()

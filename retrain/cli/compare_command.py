@@ -1,4 +1,4 @@
-"""The `retrain compare` command (also `python -m retrain.cli.compare_command`): several backbones
+"""The `retrain compare` command: several backbones
 and methods on the same split, one table.
 
 The only module that defines compare's flags; their defaults come from RetrainConfig and
@@ -132,7 +132,3 @@ def _fail(message, status=2):
 def run_main(argv=None):
     define_flags()
     command.run(HELP, FLAGS, main, argv)
-
-
-if __name__ == "__main__":
-    run_main()

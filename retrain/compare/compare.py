@@ -121,7 +121,8 @@ def compare(base_config, modules, method_names, output_dir, baseline_settings=No
         raise UserError("--modules is empty; pass one or more modules separated by commas.")
     # A problem with the image folder is everyone's problem: report it once, before any work.
     dataset.find_images(base_config.image_dir)
-    bottleneck_dir = base_config.bottleneck_dir or os.path.join(output_dir, "bottlenecks")
+    # The cache every row shares: where retrain would keep it for this output folder.
+    bottleneck_dir = dataclasses.replace(base_config, output_dir=output_dir).resolved().bottleneck_dir
     rows = []
     for module in modules:
         for method in methods:

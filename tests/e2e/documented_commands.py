@@ -16,7 +16,7 @@ SHELL_LANGUAGES = {"bash", "sh", "shell", "zsh", "console", "shell-session", "sh
 PROMPT_LANGUAGES = {"console", "shell-session", "shellsession"}
 # A bare block is a command block if its first command starts with one of these (after any
 # VAR=value assignments), or with a path (scripts/x.sh, ./x, .venv/bin/x).
-COMMAND_WORDS = {"retrain", "label_image", "retrain-compare", "python", "python3", "pip", "pip3",
+COMMAND_WORDS = {"retrain", "label_image", "python", "python3", "pip", "pip3",
                  "bash", "sh", "sudo", "docker", "scripts", "tensorboard", "cd", "mkdir"}
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")

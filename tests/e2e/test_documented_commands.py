@@ -325,7 +325,7 @@ def make_checkout_stand_in(workspace):
         "fi\n"
         f"exec {shlex.quote(sys.executable)} \"$@\"\n")
     python.chmod(0o755)
-    for name in ("retrain", "label_image", "retrain-compare"):
+    for name in ("retrain", "label_image"):
         (bin_dir / name).symlink_to(VENV_BIN / name)
     # demo.sh builds example/digits only if it is missing: a 200-digit subset, made here.
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_example_dataset.py"),

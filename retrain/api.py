@@ -1,0 +1,175 @@
+"""The Python API: retrain.train(...) and retrain.load(...), for notebooks and scripts.
+
+    import retrain
+    result = retrain.train("photos", output_dir="out", how_many_training_steps=2000)
+    print(result.test_accuracy, result.saved_model_dir)
+    model = retrain.load(result.saved_model_dir)
+    model.labels                                   # ['daisy', 'roses', ...]
+    model.predict(["photos/daisy/1.jpg"])          # float32 [1, num_labels]
+    model.top(["photos/daisy/1.jpg"], count=3)     # [[('daisy', 0.97), ...]]
+
+The command-line tools are thin layers over the same functions: retrain's flags set the
+fields of RetrainConfig, and label_image loads what load() loads.
+"""
+
+import dataclasses
+import json
+import os
+from typing import List, Optional, Tuple
+
+from retrain.config import RetrainConfig
+from retrain.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run wrote and scored. Paths are as the config resolved them."""
+
+    saved_model_dir: str
+    labels_file: str
+    metrics_file: str
+    report_file: str
+    labels: List[str]
+    test_accuracy: float  # top-1, in [0, 1]; nan without test images
+    test_count: int
+    metrics: dict  # the contents of metrics.json
+    run: object  # pipeline.RunResult: history, per-class metrics, TFLite and fine-tuning results
+
+
+def train(image_dir, output_dir="retrain_output", **settings):
+    """Trains a classifier on image_dir's labelled subfolders, like the retrain command.
+
+    Args:
+      image_dir: folder with one subfolder of images per label.
+      output_dir: where everything is written (RetrainConfig.resolved() says where exactly).
+      **settings: any other RetrainConfig field, e.g. how_many_training_steps=2000,
+        tfhub_module="efficientnet_lite2", random_crop=10, fine_tune=True.
+
+    Returns:
+      TrainResult.
+
+    Raises:
+      UserError: a setting, folder or image set that cannot work; the message says the fix.
+    """
+    config = _config(image_dir, output_dir, settings)
+    # pylint: disable=import-outside-toplevel
+    from retrain import pipeline
+    from retrain import preflight
+    from retrain.evaluation import report
+    resolved = config.resolved()
+    checked = preflight.check_run(resolved)
+    _configure_devices(config)
+    run = pipeline.run(config, checked)
+    with open(resolved.metrics_file, encoding="utf-8", errors="surrogateescape") as metrics_file:
+        metrics = json.load(metrics_file)
+    return TrainResult(
+        saved_model_dir=resolved.saved_model_dir, labels_file=resolved.output_labels,
+        metrics_file=resolved.metrics_file,
+        report_file=os.path.join(os.path.dirname(resolved.metrics_file), report.REPORT_FILE),
+        labels=list(run.labels), test_accuracy=run.test.top1_accuracy, test_count=run.test.count,
+        metrics=metrics, run=run)
+
+
+def _config(image_dir, output_dir, settings):
+    """RetrainConfig(image_dir, output_dir, **settings), with a UserError for unknown names."""
+    known = {field.name for field in dataclasses.fields(RetrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UserError(f"Unknown setting {unknown[0]!r}; the settings are RetrainConfig's "
+                        f"fields ({', '.join(sorted(known - {'image_dir', 'output_dir'}))}).")
+    if isinstance(settings.get("image_size"), int):
+        settings["image_size"] = (settings["image_size"], settings["image_size"])
+    return RetrainConfig(image_dir=os.fspath(image_dir), output_dir=os.fspath(output_dir),
+                         **settings)
+
+
+def _configure_devices(config):
+    """Thread pools and logical devices as the retrain command sets them, if TensorFlow has
+    not run anything yet in this process (in a notebook it may have: then they stay)."""
+    from retrain.runtime import devices  # pylint: disable=import-outside-toplevel
+    devices.configure_threads(forward_streams_allowed=not config.fine_tune
+                              and config.logical_cpu_devices <= 1)
+    devices.configure_logical_cpu_devices(config.logical_cpu_devices)
+
+
+class Model:
+    """A classifier that retrain exported (SavedModel or .tflite), ready to label images."""
+
+    def __init__(self, classifier):
+        self._classifier = classifier
+
+    @property
+    def labels(self) -> List[str]:
+        """Label names; column i of predict's output is labels[i]."""
+        return list(self._classifier.labels)
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """(height, width) the network sees; images are resized to it."""
+        return tuple(self._classifier.image_size)
+
+    def predict(self, images, batch_size: Optional[int] = None):
+        """Probabilities of each label for each image.
+
+        Args:
+          images: a list of image file paths, or of uint8 arrays [height, width, 3] (any
+            size: resized as in training), or one uint8 array [n, height, width, 3].
+
+        Returns:
+          float32 array [len(images), len(labels)].
+
+        Raises:
+          UserError: an image file cannot be read as an image (the message names it).
+        """
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
+        if len(images) and isinstance(images[0], (str, os.PathLike)):
+            return self._predict_files([os.fspath(path) for path in images], batch_size)
+        return self._predict_arrays(images)
+
+    def top(self, images, count=5, batch_size=None):
+        """[[(label, probability)] of the `count` likeliest labels, highest first] per image."""
+        import numpy as np  # pylint: disable=import-outside-toplevel
+        rows = self.predict(images, batch_size)
+        order = np.argsort(-rows, axis=1, kind="stable")[:, :count]
+        return [[(self.labels[index], float(row[index])) for index in indices]
+                for row, indices in zip(rows, order)]
+
+    def _predict_files(self, paths, batch_size):
+        import numpy as np  # pylint: disable=import-outside-toplevel
+        from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
+        rows = []
+        for prediction in label_image.classify_files(self._classifier, paths, batch_size):
+            if prediction.error:
+                raise UserError(f"Cannot label {prediction.path}: {prediction.error}")
+            rows.append(prediction.probabilities)
+        return np.stack(rows).astype(np.float32)
+
+    def _predict_arrays(self, arrays):
+        import numpy as np  # pylint: disable=import-outside-toplevel
+        from retrain.data import preprocess  # pylint: disable=import-outside-toplevel
+        pixels = []
+        for array in arrays:
+            array = np.asarray(array)
+            if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+                raise UserError(f"An image array is {array.dtype} {list(array.shape)}; pass uint8 "
+                                "arrays [height, width, 3] (RGB), or image file paths.")
+            pixels.append(preprocess.resize_pixels(array, self.image_size))
+        if not pixels:
+            return np.zeros([0, len(self.labels)], np.float32)
+        batch = preprocess.as_unit_float(np.stack(pixels))
+        return np.asarray(self._classifier.predict(batch), np.float32)
+
+
+def load(model_path, labels_file=None):
+    """Loads what retrain exported: a SavedModel folder, or a .tflite file (its labels file
+    beside it, or labels_file). Returns a Model."""
+    # pylint: disable=import-outside-toplevel
+    model_path = os.fspath(model_path)
+    if model_path.endswith(".tflite") and not os.path.isdir(model_path):
+        from retrain.predict import tflite_runtime
+        return Model(tflite_runtime.load_classifier(model_path, labels_file))
+    if labels_file:
+        raise UserError("labels_file goes with a .tflite model; a SavedModel carries its labels.")
+    from retrain.predict import label_image
+    return Model(label_image.load_classifier(model_path))

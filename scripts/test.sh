@@ -12,7 +12,7 @@ if [ "${RETRAIN_BEAM_TESTS:-1}" != 0 ]; then
     fi
     .venv-beam/bin/python -m pip install --quiet --upgrade pip
     .venv-beam/bin/python -m pip install --quiet -r requirements-beam.txt -e ".[beam]"
-    .venv-beam/bin/python -m pytest -q tests/test_beam*.py
+    .venv-beam/bin/python -m pytest -q tests/features/test_beam*.py
 fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

@@ -21,15 +21,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # sends it to a child: in training, and while TensorFlow loads (conftest's helper, which the
 # label_image and compare tests share).
 INTERRUPT_TESTS = [
-    "tests/test_train_checkpoint.py::test_interrupted_then_resumed_run_equals_straight_run",
-    "tests/test_train_checkpoint.py::test_streamed_run_resumes_to_the_same_weights",
-    "tests/test_train_checkpoint.py::test_second_ctrl_c_interrupts_at_once",
-    "tests/test_train_checkpoint.py::"
+    "tests/training/test_train_checkpoint.py::test_interrupted_then_resumed_run_equals_straight_run",
+    "tests/training/test_train_checkpoint.py::test_streamed_run_resumes_to_the_same_weights",
+    "tests/training/test_train_checkpoint.py::test_second_ctrl_c_interrupts_at_once",
+    "tests/training/test_train_checkpoint.py::"
     "test_ctrl_c_in_a_run_of_a_billion_steps_stops_at_its_first_evaluation",
-    "tests/test_train_checkpoint.py::test_an_ignored_ctrl_c_stays_ignored",
-    "tests/test_train_pipeline_resume.py::test_interrupted_run_resumes_to_the_straight_runs_model",
-    "tests/test_train_pipeline_resume.py::test_ctrl_c_in_training_tells_the_user_to_resume",
-    "tests/test_train_pipeline_resume.py::test_ctrl_c_while_tensorflow_loads_is_a_one_line_message",
+    "tests/training/test_train_checkpoint.py::test_an_ignored_ctrl_c_stays_ignored",
+    "tests/training/test_train_pipeline_resume.py::test_interrupted_run_resumes_to_the_straight_runs_model",
+    "tests/training/test_train_pipeline_resume.py::test_ctrl_c_in_training_tells_the_user_to_resume",
+    "tests/training/test_train_pipeline_resume.py::test_ctrl_c_while_tensorflow_loads_is_a_one_line_message",
 ]
 
 

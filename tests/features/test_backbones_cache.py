@@ -11,7 +11,7 @@ from retrain.features import backbones
 from retrain.features.backbones import builder
 from retrain.features.backbones import cache
 
-_REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _METADATA = {"identity": "fake:weights:builder-test"}
 
 

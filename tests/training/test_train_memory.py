@@ -11,7 +11,7 @@ import pytest
 
 from retrain.training import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_variable_filled_in_chunks_holds_every_row():

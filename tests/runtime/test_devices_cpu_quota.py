@@ -10,7 +10,7 @@ import pytest
 
 from retrain.runtime import devices
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 def _write(path, text):

@@ -21,7 +21,7 @@ from retrain.features import modules
 from retrain.runtime import devices
 import conftest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Computes the bottlenecks of a folder on one device and on two logical CPUs, in one process.
 _TWO_DEVICES_SCRIPT = """

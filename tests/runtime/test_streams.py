@@ -19,7 +19,7 @@ from retrain.runtime import devices
 from retrain.runtime import streams
 import conftest
 
-_ROOT = os.path.join(os.path.dirname(__file__), "..")
+_ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def test_results_come_in_order_although_later_calls_finish_first():

@@ -172,7 +172,7 @@ def test_a_process_pinned_to_one_core_tries_four_images_per_pass():
     """What `taskset -c 0` or `docker run --cpuset-cpus 0` gives, without monkeypatching."""
     completed = subprocess.run([sys.executable, "-c", _PINNED_TO_ONE_CORE], capture_output=True,
                                text=True, timeout=300, check=True,
-                               cwd=os.path.join(os.path.dirname(__file__), ".."))
+                               cwd=os.path.join(os.path.dirname(__file__), "..", ".."))
     assert completed.stdout.split("\n")[-2] == "(4, 16) 1"
 
 

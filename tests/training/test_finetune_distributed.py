@@ -13,7 +13,7 @@ import numpy as np
 from retrain.training import finetune
 from retrain.training import finetune_checkpoint
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _RUN = """
 import sys

@@ -95,7 +95,7 @@ def measure_real_run(image_dir, bottleneck_dir, module_handle, output_dir, steps
     """
     child = ("import sys, time\nimport tensorflow\n"
              "print(f'BENCHMARK tensorflow imported {time.time():.6f}', flush=True)\n"
-             "from retrain import cli\nsys.argv = sys.argv[1:]\ncli.run_main()\n")
+             "from retrain.cli import retrain_command\nsys.argv = sys.argv[1:]\nretrain_command.run_main()\n")
     command = [sys.executable, "-c", child, "retrain", f"--image_dir={image_dir}",
                f"--bottleneck_dir={bottleneck_dir}", f"--tfhub_module={module_handle}",
                f"--output_dir={output_dir}", f"--how_many_training_steps={steps}", "--verbose"]

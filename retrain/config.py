@@ -73,10 +73,8 @@ class RetrainConfig:
     # (<output_dir>/training_log.txt), and the console gets a line per tenth of the run.
     verbose: bool = False
 
-    # None: on one CPU device, batch_tuning times 4 and 16 when each pass has one thread (a pass
-    # per core, or one core; 8 and 16 when a pass spans several cores, as with fine_tune) on a
-    # job of 1000 images or more and keeps 16 unless the other was clearly faster; otherwise
-    # devices.default_batch_size() (4 or 8 per CPU device likewise, 64 per GPU).
+    # None: retrain.runtime.batch_tuning.batch_size_candidates decides (the rule is written
+    # there once, and for users in docs/performance.md#batch-size).
     bottleneck_batch_size: Optional[int] = None
     # The module's number format while it computes bottlenecks (retrain.runtime.precision): "float32",
     # or "bfloat16" on CPUs with AVX512_BF16 or AMX, faster, with vectors a few percent off.

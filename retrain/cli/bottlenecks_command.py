@@ -52,7 +52,8 @@ def define_flags(flag_values=FLAGS):
            "Where built-in backbones are built. Default: $RETRAIN_CACHE_DIR, else ~/.cache/retrain.")
     string("keras_weights", None, "Weights file for a keras/... backbone.")
     integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
-            "Images per forward pass on a worker. Default: 8 on CPU, 64 per GPU.", lower_bound=1)
+            "Images per forward pass on a worker. Default: 64 per GPU; on a CPU, the size "
+            f"retrain uses for small jobs ({shared_flags.BATCH_SIZE_RULE}).", lower_bound=1)
     string("runner", DEFAULT_RUNNER,
            "Apache Beam runner: FnApiRunner (local; add --direct_num_workers=2 "
            "--direct_running_mode=multi_processing for several processes), DirectRunner, "

@@ -13,6 +13,7 @@ from absl import flags
 
 from retrain.cli import command
 from retrain.cli import console
+from retrain.cli import shared_flags
 # Light (Pillow, no TensorFlow): --help and flag errors stay fast.
 from retrain.data import dataset
 from retrain.errors import UserError
@@ -36,8 +37,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_enum("output_format", "text", ["text", "json"],
                       "text: 'label score' lines, after the image's path when there are several "
                       "images; json: one JSON object per image and line.", flag_values=flag_values)
-    integer("batch_size", None, "Images per forward pass. Default: on a CPU 16, or 4 if that was "
-            "over 5% faster on the first batches of 1000 images or more (else 4); 64 per GPU.",
+    integer("batch_size", None, "Images per forward pass. Default: 64 per GPU; on a CPU, chosen "
+            f"by timing the first batches (the rule: {shared_flags.BATCH_SIZE_RULE}).",
             lower_bound=1)
     flags.DEFINE_boolean("evaluate", False, "Treat each subfolder of --image_dir as the true label "
                          "of its images and print accuracy, per-class results and the confusion "

@@ -16,6 +16,9 @@ _DEFAULTS = RetrainConfig()
 
 FLAGS = flags.FLAGS
 
+# Where the batch-size rule is explained for users (the code's is runtime/batch_tuning.py).
+BATCH_SIZE_RULE = "docs/performance.md#batch-size"
+
 
 class _WeightDecayParser(flags.ArgumentParser):
     """--weight_decay: "auto" (None: chosen on the validation split) or a number >= 0."""
@@ -79,9 +82,8 @@ def define_training_flags(flag_values=FLAGS):
     integer("validation_percentage", _DEFAULTS.validation_percentage,
             "Percent of images held out for validation during training.")
     integer("bottleneck_batch_size", _DEFAULTS.bottleneck_batch_size,
-            "Images per forward pass when computing bottlenecks. Default: on a CPU 16, or 4 if "
-            "that was over 5% faster on the first batches of a job of 1000 images or more (else "
-            "4); with --fine_tune 16 or 8 (else 8); 64 per GPU.",
+            "Images per forward pass when computing bottlenecks. Default: 64 per GPU; on a CPU, "
+            f"chosen by timing the first batches (the rule: {BATCH_SIZE_RULE}).",
             lower_bound=1)
     flags.DEFINE_enum("bottleneck_precision", _DEFAULTS.bottleneck_precision,
                       list(precision.PRECISIONS),

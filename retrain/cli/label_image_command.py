@@ -17,6 +17,7 @@ from retrain.cli import shared_flags
 # Light (Pillow, no TensorFlow): --help and flag errors stay fast.
 from retrain.data import dataset
 from retrain.errors import UserError
+from retrain.predict import model_files
 from retrain.runtime import precision
 
 FLAGS = flags.FLAGS
@@ -232,20 +233,12 @@ def check_model_path(saved_model_dir, tflite_model, labels):
     """Raises UserError unless the model to label with is there (its contents are checked
     when it is loaded)."""
     if tflite_model:
-        if not os.path.isfile(tflite_model):
-            raise UserError(f"--tflite_model {tflite_model!r} does not exist; pass the .tflite "
-                            "file that retrain wrote with --tflite_output_file.")
+        model_files.check_tflite_files(tflite_model, labels)
         return
     if labels:
         raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
                         "labels); pass --tflite_model too, or drop --labels.")
-    if not os.path.isdir(saved_model_dir):
-        raise UserError(f"--saved_model_dir {saved_model_dir!r} does not exist; pass the "
-                        "saved_model folder that retrain wrote (by default "
-                        "retrain_output/saved_model).")
-    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
-        raise UserError(f"--saved_model_dir {saved_model_dir!r} is not a SavedModel (it has no "
-                        "saved_model.pb); pass the saved_model folder that retrain wrote.")
+    model_files.check_saved_model_dir(saved_model_dir)
 
 
 def run_main():

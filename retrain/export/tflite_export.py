@@ -29,6 +29,7 @@ from retrain.export import saved_model
 from retrain.runtime import files
 
 from retrain.export.tflite_settings import check_modes
+from retrain.export.tflite_settings import labels_path_for
 
 
 @dataclasses.dataclass
@@ -40,11 +41,6 @@ class TFLiteSettings:
     seed: int = 0  # picks the representative images
     max_image_pixels: int = images.DEFAULT_MAX_PIXELS
     batch_size: int = 32  # images per interpreter call in evaluation
-
-
-def labels_path_for(tflite_file):
-    """The labels file written beside a .tflite file: model.tflite -> model_labels.txt."""
-    return os.path.splitext(tflite_file)[0] + "_labels.txt"
 
 
 def sample_paths(paths, count, seed):

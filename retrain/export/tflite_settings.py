@@ -1,6 +1,8 @@
 """The TensorFlow Lite export's settings and their checks, without TensorFlow: the command
 line checks them before the slow imports (retrain.preflight)."""
 
+import os
+
 from retrain.errors import UserError
 
 QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8")
@@ -25,3 +27,8 @@ def check_modes(quantization, int8_input):
                         f"{', '.join(QUANTIZATION_MODES)}.")
     if int8_input not in INT8_INPUT_TYPES:
         raise UserError(f"--tflite_int8_input={int8_input!r} is not a type; pass float32 or uint8.")
+
+
+def labels_path_for(tflite_file):
+    """The labels file written beside a .tflite file: model.tflite -> model_labels.txt."""
+    return os.path.splitext(tflite_file)[0] + "_labels.txt"

@@ -15,6 +15,7 @@ from retrain.data import images
 from retrain.data import preprocess
 from retrain.errors import UserError
 from retrain.export import saved_model
+from retrain.predict import model_files
 from retrain.runtime import batch_tuning
 
 
@@ -38,9 +39,7 @@ class Prediction:
 
 def load_classifier(saved_model_dir):
     """Loads a SavedModel that retrain exported. Raises UserError for anything else."""
-    if not os.path.isdir(saved_model_dir):
-        raise UserError(f"--saved_model_dir {saved_model_dir!r} does not exist; pass the "
-                        "saved_model folder that retrain wrote (by default retrain_output/saved_model).")
+    model_files.check_saved_model_dir(saved_model_dir)
     try:
         model = tf.saved_model.load(saved_model_dir)
     except Exception as error:  # Not a SavedModel: several exception types, depending on what is there.

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.errors import UserError
-from retrain.export.tflite_export import labels_path_for
+from retrain.predict import model_files
 
 
 def make_interpreter(model_path=None, model_content=None):
@@ -103,13 +103,7 @@ def load_classifier(tflite_file, labels_file=None):
     Raises:
       UserError: a file is missing or is not what retrain wrote, or they do not match.
     """
-    labels_file = labels_file or labels_path_for(tflite_file)
-    if not os.path.isfile(tflite_file):
-        raise UserError(f"--tflite_model {tflite_file!r} does not exist; pass the .tflite file "
-                        "that retrain wrote with --tflite_output_file.")
-    if not os.path.isfile(labels_file):
-        raise UserError(f"Labels file {labels_file!r} does not exist; pass --labels with the "
-                        "labels file retrain wrote beside the .tflite file.")
+    labels_file = model_files.check_tflite_files(tflite_file, labels_file)
     with open(labels_file, "rb") as lines:
         labels = [os.fsdecode(line.rstrip(b"\r\n")) for line in lines if line.strip()]
     try:

@@ -173,7 +173,7 @@ def test_each_mode_agrees_with_the_saved_model(converted, all_images, reference)
 def test_each_mode_reads_labels_and_size(converted, trained):
     assert converted.classifier.labels == trained[1]
     assert converted.classifier.image_size == (32, 32)
-    with open(tflite_export.labels_path_for(converted.path)) as labels_file:
+    with open(tflite_settings.labels_path_for(converted.path)) as labels_file:
         assert labels_file.read() == "blue\ngreen\nred\n"
     folder = os.path.dirname(converted.path)
     assert sorted(os.listdir(folder)) == ["model.tflite", "model_labels.txt"]  # No temporary files.
@@ -330,7 +330,7 @@ def test_label_image_prints_the_same_for_tflite_and_saved_model(
     label_image_command.label_files(paths, trained[0], output_format, 2, 4)
     from_saved_model = capsys.readouterr().out.splitlines()
     label_image_command.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
-                                labels=tflite_export.labels_path_for(float_tflite))
+                                labels=tflite_settings.labels_path_for(float_tflite))
     from_tflite = capsys.readouterr().out.splitlines()
     lines_per_image = 3 if output_format == "text" else 1  # Path and 2 labels, or one JSON object.
     assert len(from_tflite) == len(from_saved_model) == len(paths) * lines_per_image
@@ -347,7 +347,7 @@ def test_label_image_prints_the_same_for_tflite_and_saved_model(
 def test_label_image_command_takes_tflite_model_and_labels(float_tflite, all_images):
     completed = subprocess.run(
         [sys.executable, "-m", "retrain.cli.label_image_command", f"--tflite_model={float_tflite}",
-         f"--labels={tflite_export.labels_path_for(float_tflite)}", f"--image={all_images[-1]}"],
+         f"--labels={tflite_settings.labels_path_for(float_tflite)}", f"--image={all_images[-1]}"],
         capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()

@@ -8,8 +8,8 @@
     model.predict(["photos/daisy/1.jpg"])          # float32 [1, num_labels]
     model.top(["photos/daisy/1.jpg"], count=3)     # [[('daisy', 0.97), ...]]
 
-The command-line tools are thin layers over the same functions: retrain's flags set the
-fields of RetrainConfig, and label_image loads what load() loads.
+The retrain command runs the same steps as train() (its flags set the fields of
+RetrainConfig), and label_image loads what load() loads.
 """
 
 import dataclasses
@@ -58,7 +58,7 @@ def train(image_dir, output_dir="retrain_output", **settings):
     from retrain.evaluation import report
     resolved = config.resolved()
     checked = preflight.check_run(resolved)
-    _configure_devices(config)
+    configure_devices(config)
     run = pipeline.run(config, checked)
     with open(resolved.metrics_file, encoding="utf-8", errors="surrogateescape") as metrics_file:
         metrics = json.load(metrics_file)
@@ -83,9 +83,10 @@ def _config(image_dir, output_dir, settings):
                          **settings)
 
 
-def _configure_devices(config):
-    """Thread pools and logical devices as the retrain command sets them, if TensorFlow has
-    not run anything yet in this process (in a notebook it may have: then they stay)."""
+def configure_devices(config):
+    """TensorFlow's thread pools and logical devices for a run of config (the retrain command
+    calls this too). First: TensorFlow cannot split a device or resize its thread pools once it
+    has used them; in a notebook where it already has, they stay as they are."""
     from retrain.runtime import devices  # pylint: disable=import-outside-toplevel
     devices.configure_threads(forward_streams_allowed=not config.fine_tune
                               and config.logical_cpu_devices <= 1)
@@ -129,11 +130,9 @@ class Model:
 
     def top(self, images, count=5, batch_size=None):
         """[[(label, probability)] of the `count` likeliest labels, highest first] per image."""
-        import numpy as np  # pylint: disable=import-outside-toplevel
-        rows = self.predict(images, batch_size)
-        order = np.argsort(-rows, axis=1, kind="stable")[:, :count]
-        return [[(self.labels[index], float(row[index])) for index in indices]
-                for row, indices in zip(rows, order)]
+        from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
+        return [label_image.top_predictions(label_image.Prediction(None, row), self.labels, count)
+                for row in self.predict(images, batch_size)]
 
     def _predict_files(self, paths, batch_size):
         import numpy as np  # pylint: disable=import-outside-toplevel

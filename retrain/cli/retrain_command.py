@@ -11,6 +11,7 @@ import sys
 from absl import flags
 from absl import logging
 
+from retrain import api
 from retrain import preflight
 from retrain.cli import command
 from retrain.cli import console
@@ -125,14 +126,8 @@ def main(argv):
         checked = None if FLAGS.prepare_module_only else check_before_tensorflow(config)
         # Inside the try: it imports TensorFlow, the first seconds in which a Ctrl-C lands.
         console.configure_logging()
-        # pylint: disable=import-outside-toplevel
-        from retrain.runtime import devices
-        # First: TensorFlow cannot split a device or resize its thread pools once it has used
-        # them.
-        devices.configure_threads(forward_streams_allowed=not config.fine_tune
-                                  and config.logical_cpu_devices <= 1)
-        devices.configure_logical_cpu_devices(config.logical_cpu_devices)
-        from retrain import pipeline
+        api.configure_devices(config)
+        from retrain import pipeline  # pylint: disable=import-outside-toplevel
         if FLAGS.prepare_module_only:
             module = pipeline.resolve(config)
             logging.info("Module %s is ready at %s", module.handle, module.saved_model_dir)

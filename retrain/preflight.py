@@ -13,14 +13,11 @@ from retrain.data import dataset
 from retrain.data import distortion_settings
 from retrain.data import split
 from retrain.export import tflite_settings
+from retrain.features import handles
 from retrain.errors import UserError
 from retrain.runtime import files
 from retrain.runtime import precision
 from retrain.training import sampling
-
-# How hub handles and URLs begin; anything else that looks like a path must be a folder.
-MODULE_URL_PREFIXES = ("http://", "https://", "gs://")
-
 
 @dataclasses.dataclass
 class CheckedRun:
@@ -74,10 +71,7 @@ def check_module_handle(handle):
     if not handle:
         raise UserError("--tfhub_module is empty; pass a built-in backbone such as "
                         "efficientnet_lite0, a TF Hub handle or URL, or a SavedModel folder.")
-    looks_like_path = os.path.isabs(handle) or handle.startswith(".")
-    if looks_like_path and not handle.startswith(MODULE_URL_PREFIXES) and not os.path.isdir(handle):
-        raise UserError(f"--tfhub_module {handle!r} is not a folder; pass a SavedModel folder, "
-                        "a TF Hub handle or URL, or a built-in backbone (efficientnet_lite0, ...).")
+    handles.check_local_path(handle)
 
 
 def check_outputs_writable(config):

@@ -17,8 +17,8 @@ import tensorflow_hub as hub
 
 from retrain.errors import UserError
 from retrain.features import backbones
+from retrain.features import handles
 
-_URL_PREFIXES = ("http://", "https://", "gs://")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,21 +57,15 @@ def resolve_module(handle, image_size=None, backbone_cache_dir=None, keras_weigh
 def _locate_saved_model(handle):
     if os.path.isdir(handle):
         return handle, "savedmodel:" + fingerprint_saved_model(handle)
-    if not handle.startswith(_URL_PREFIXES) and (os.path.isabs(handle) or handle.startswith(".")):
-        raise UserError(f"--tfhub_module {handle!r} is not a folder; pass a SavedModel folder, "
-                        f"a TF Hub handle or URL, or a built-in backbone ({_builtin_names()}).")
+    handles.check_local_path(handle)
     try:
         saved_model_dir = hub.resolve(handle)
     except Exception as error:  # tensorflow_hub raises many kinds for unreachable or bad handles.
         raise UserError(
             f"Cannot fetch --tfhub_module {handle!r} ({type(error).__name__}: {error}). Offline? "
             "Download the module elsewhere and pass its folder, or use a built-in backbone "
-            f"({_builtin_names()}).") from error
+            f"({handles.builtin_names()}).") from error
     return saved_model_dir, "hub:" + handle
-
-
-def _builtin_names():
-    return ", ".join(sorted(name for name in backbones.BUILTIN_BACKBONES if "/" not in name))
 
 
 def fingerprint_saved_model(saved_model_dir):

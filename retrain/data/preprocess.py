@@ -21,10 +21,13 @@ import time
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 
 from retrain.data import images
+# TF-free (Pillow only), in images so label_image's TensorFlow-free path reads the same pixels;
+# imported here under their old names, which training and the tests use.
+from retrain.data.images import read_for_module  # pylint: disable=unused-import
+from retrain.data.images import resize_pixels  # pylint: disable=unused-import
 from retrain.runtime import devices
 
 
@@ -60,51 +63,6 @@ def decode_and_resize(image_bytes, image_size):
     image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return resize_for_module(image, image_size)
-
-
-def resize_pixels(pixels, image_size):
-    """Resizes decoded pixels to the module's input with Pillow's antialiased bilinear filter.
-
-    The same triangle filter as resize_for_module's, computed on 8-bit pixels: about three
-    times less work, which matters because the resize shares the CPU with the network.
-    The result differs from resize_for_module's by at most 2/255 (rounding to 8 bits twice).
-
-    Args:
-      pixels: uint8 array [height, width, 3] (any size).
-      image_size: (height, width) the module expects.
-
-    Returns:
-      uint8 array [image_size[0], image_size[1], 3].
-    """
-    if pixels.shape[:2] == tuple(image_size):
-        return pixels
-    return np.asarray(_resized(Image.fromarray(pixels), image_size))
-
-
-def _resized(rgb_image, image_size):
-    """resize_pixels' filter on a Pillow image; the image itself when it has the size already."""
-    height, width = image_size
-    if rgb_image.size == (width, height):
-        return rgb_image
-    return rgb_image.resize((width, height), Image.BILINEAR)
-
-
-def read_for_module(path, image_size, max_pixels):
-    """Reads one image file and resizes it for the module, as pixel_batches and image_batches do.
-
-    A JPEG twice the input size or larger is decoded at a fraction of its size first
-    (images.decode_image's draft_size), which makes camera photos many times faster to read.
-
-    Returns:
-      uint8 array [image_size[0], image_size[1], 3].
-
-    Raises:
-      images.ImageReadError: the file is not a usable image.
-    """
-    # Decoded straight into Pillow's resize: an array in between would copy the full-size
-    # image twice more.
-    image = images.read_rgb_image(path, max_pixels, draft_size=image_size)
-    return np.asarray(_resized(image, image_size))
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ import os
 from absl import logging
 import numpy as np
 
+from retrain.export import tflite_metadata
 from retrain.export.tflite_export import convert
 from retrain.export.tflite_export import representative_dataset
 from retrain.export.tflite_export import sample_paths
@@ -40,6 +41,9 @@ class TFLiteReport:
     saved_model_test_top1_accuracy: float  # on the same test images
     top1_agreement_with_saved_model: float  # fraction of test images with the same top-1 label
     accuracy_drop_points: float  # SavedModel minus TFLite accuracy, in percentage points
+    # Whether the file carries TFLite metadata (labels, normalization) for MediaPipe Tasks and
+    # the Task Library: False when the `metadata` extra (mediapipe) is not installed.
+    metadata: bool = False
 
 
 def predict_files(classifier, paths, batch_size, max_pixels):
@@ -74,6 +78,7 @@ def export_and_evaluate(settings, saved_model_dir, labels, image_size, training_
         representative = representative_dataset(sample, image_size, settings.max_image_pixels)
     model_bytes = convert(saved_model_dir, settings.quantization, settings.int8_input,
                           representative)
+    model_bytes, has_metadata = tflite_metadata.with_metadata(model_bytes, labels)
     labels_file = write_tflite(model_bytes, settings.output_file, labels)
     classifier = load_classifier(settings.output_file, labels_file)
     probabilities = predict_files(classifier, [image.path for image in test_images],
@@ -83,7 +88,8 @@ def export_and_evaluate(settings, saved_model_dir, labels, image_size, training_
     report = TFLiteReport(
         file=settings.output_file, labels_file=labels_file, quantization=settings.quantization,
         input_type=classifier.input_type, size_bytes=len(model_bytes),
-        saved_model_size_bytes=directory_size(saved_model_dir), test_count=len(truth), **scores)
+        saved_model_size_bytes=directory_size(saved_model_dir), test_count=len(truth),
+        metadata=has_metadata, **scores)
     log_report(report)
     return report
 

@@ -109,15 +109,24 @@ class Model:
         """(height, width) the network sees; images are resized to it."""
         return tuple(self._classifier.image_size)
 
-    def predict(self, images, batch_size: Optional[int] = None):
-        """Probabilities of each label for each image.
+    @property
+    def unknown_threshold(self) -> Optional[float]:
+        """An image is unknown when its unknown score is above this (None: the model has
+        no unknown score; inf: it never calls one unknown)."""
+        return getattr(self._classifier, "unknown_threshold", None)
+
+    def predict(self, images, batch_size: Optional[int] = None, return_unknown=False):
+        """Probabilities of each label for each image (temperature-calibrated).
 
         Args:
           images: a list of image file paths, or of uint8 arrays [height, width, 3] (any
             size: resized as in training), or one uint8 array [n, height, width, 3].
+          return_unknown: also return the unknown scores and whether each is unknown.
 
         Returns:
-          float32 array [len(images), len(labels)].
+          float32 array [len(images), len(labels)]; with return_unknown, (that, unknown
+          scores float32 [len(images)], unknown bool [len(images)]), the last two None for a
+          model without an unknown score.
 
         Raises:
           UserError: an image file cannot be read as an image (the message names it).
@@ -125,24 +134,40 @@ class Model:
         if isinstance(images, (str, os.PathLike)):
             images = [images]
         if len(images) and isinstance(images[0], (str, os.PathLike)):
-            return self._predict_files([os.fspath(path) for path in images], batch_size)
-        return self._predict_arrays(images)
+            probabilities, scores = self._predict_files([os.fspath(path) for path in images],
+                                                        batch_size)
+        else:
+            probabilities, scores = self._predict_arrays(images)
+        if not return_unknown:
+            return probabilities
+        threshold = self.unknown_threshold
+        unknown = None if scores is None or threshold is None else scores > threshold
+        return probabilities, scores, unknown
 
     def top(self, images, count=5, batch_size=None):
-        """[[(label, probability)] of the `count` likeliest labels, highest first] per image."""
+        """[[(label, probability)] of the `count` likeliest labels, highest first] per image,
+        after ("unknown", its unknown score) when the image is unknown (as label_image prints)."""
         from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
-        return [label_image.top_predictions(label_image.Prediction(None, row), self.labels, count)
-                for row in self.predict(images, batch_size)]
+        probabilities, scores, unknown = self.predict(images, batch_size, return_unknown=True)
+        rows = []
+        for index, row in enumerate(probabilities):
+            top = label_image.top_predictions(label_image.Prediction(None, row), self.labels, count)
+            if unknown is not None and unknown[index]:
+                top.insert(0, ("unknown", float(scores[index])))
+            rows.append(top)
+        return rows
 
     def _predict_files(self, paths, batch_size):
         import numpy as np  # pylint: disable=import-outside-toplevel
         from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
-        rows = []
+        rows, scores = [], []
         for prediction in label_image.classify_files(self._classifier, paths, batch_size):
             if prediction.error:
                 raise UserError(f"Cannot label {prediction.path}: {prediction.error}")
             rows.append(prediction.probabilities)
-        return np.stack(rows).astype(np.float32)
+            scores.append(prediction.unknown_score)
+        known = None if None in scores else np.asarray(scores, np.float32)
+        return np.stack(rows).astype(np.float32), known
 
     def _predict_arrays(self, arrays):
         import numpy as np  # pylint: disable=import-outside-toplevel
@@ -155,9 +180,12 @@ class Model:
                                 "arrays [height, width, 3] (RGB), or image file paths.")
             pixels.append(preprocess.resize_pixels(array, self.image_size))
         if not pixels:
-            return np.zeros([0, len(self.labels)], np.float32)
+            return np.zeros([0, len(self.labels)], np.float32), None
+        from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
         batch = preprocess.as_unit_float(np.stack(pixels))
-        return np.asarray(self._classifier.predict(batch), np.float32)
+        probabilities, scores = label_image.predict_with_unknown(self._classifier, batch)
+        return (np.asarray(probabilities, np.float32),
+                None if scores is None else np.asarray(scores, np.float32))
 
 
 def load(model_path, labels_file=None):

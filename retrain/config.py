@@ -113,6 +113,20 @@ class RetrainConfig:
     # Fine-tune only the module's last N layers (in the order it lists its variables); 0: all.
     fine_tune_layers: int = 0
 
+    # The "unknown" answer (retrain.training.novelty): the threshold keeps this share of the
+    # validation images known, so about 1 - it of new images like the training ones are called
+    # unknown. unknown_method: one of novelty.METHODS; max_logit measured best and carries
+    # nothing (BENCHMARKS.md, "Calibration and unknown").
+    unknown_known_share: float = 0.95
+    unknown_method: str = "max_logit"
+    unknown_neighbors: int = 1  # knn's k
+    # knn: training vectors the export keeps (class-stratified sample): 1000 x 1280 float32
+    # adds 5 MB to an efficientnet_lite0 export.
+    unknown_bank_size: int = 1000
+    # The SavedModel goes into <saved_model_dir>/<version>/ (TF Serving's layout); 0: into
+    # saved_model_dir itself.
+    saved_model_version: int = 1
+
     # TensorFlow Lite export (retrain.export.tflite_export). None: no .tflite is written.
     tflite_output_file: Optional[str] = None
     # none | dynamic (int8 weights) | float16 (float16 weights) | int8 (full integer).

@@ -18,6 +18,7 @@ from retrain.evaluation import metrics as metrics_lib
 from retrain.evaluation import report
 from retrain.export import saved_model
 from retrain.export import tflite_export
+from retrain.export.tflite_settings import calibration_path_for
 from retrain.evaluation import export_check
 from retrain.features import backbones
 from retrain.features import bottlenecks
@@ -28,6 +29,7 @@ from retrain.runtime import precision
 from retrain.training import checkpoint
 from retrain.training import finetune
 from retrain.training import train
+from retrain.training import trust as trust_lib
 
 
 @dataclasses.dataclass
@@ -43,6 +45,9 @@ class RunResult:
     fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
     # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
     augmentation: object = None
+    trust: trust_lib.Trust = None  # the temperature and the unknown detector exported
+    calibration: dict = None  # metrics.json's "calibration": ECE before/after on the test split
+    test_unknown_share: float = None  # known test images the exported model calls unknown
 
 
 def run(config, checked=None):
@@ -88,6 +93,8 @@ def run(config, checked=None):
             # On the training images themselves: fine-tuning distorts them afresh at each step.
             fine_tuned = fine_tune(config, module, head, data, history.regularization)
         head, data["testing"] = fine_tuned.head, fine_tuned.testing
+    with timer("calibration"):
+        trust = fit_trust(config, module, head, data, fine_tuned, len(collection.labels))
     with timer("evaluation"):
         test = evaluate.evaluate_head(head, *data["testing"], collection.labels,
                                       config.test_batch_size, config.random_seed)
@@ -97,20 +104,26 @@ def run(config, checked=None):
                                                              collection.labels)
         for line in metrics_lib.format_report(classification):
             logging.info("%s", line)
+        calibration = metrics_lib.calibration_metrics(test.probabilities, test.true_labels,
+                                                      trust.temperature)
     with timer("export"):
         feature_extractor = (fine_tuned.feature_extractor if fine_tuned
                              else modules.load_feature_extractor(module))
         saved_model.export_saved_model(feature_extractor, head, collection.labels, module.image_size,
-                                  config.saved_model_dir)
+                                  config.saved_model_dir, trust.temperature, trust.detector,
+                                  config.saved_model_version)
         saved_model.write_labels(collection.labels, config.output_labels)
     tflite = None
     if config.tflite_output_file:
         with timer("tflite"):
             tflite = export_tflite(config, module, collection.labels, splits, head, data["testing"])
+            saved_model.write_calibration(calibration_path_for(config.tflite_output_file),
+                                          trust.temperature, trust.detector)
     result = RunResult(collection.labels, test, history, skipped,
                        vectors.computed + augmented.computed, timer.seconds,
                        classification=classification, tflite=tflite, fine_tune=fine_tuned,
-                       augmentation=augmented)
+                       augmentation=augmented, trust=trust, calibration=calibration,
+                       test_unknown_share=unknown_share(trust, head, data["testing"]))
     write_metrics(config, module, result)
     _log_summary(result)
     return result
@@ -219,6 +232,33 @@ def fine_tune(config, module, head, data, regularization=None):
                               devices.distribution_strategy(), resume=config.resume)
 
 
+def fit_trust(config, module, head, data, fine_tuned, num_classes):
+    """The temperature and unknown detector of the exported network (trust.fit): after
+    fine-tuning, on features recomputed through the fine-tuned extractor."""
+    settings = trust_lib.TrustSettings(
+        known_share=config.unknown_known_share, method=config.unknown_method,
+        neighbors=config.unknown_neighbors, bank_size=config.unknown_bank_size,
+        seed=config.random_seed)
+    if not fine_tuned:
+        return trust_lib.fit(head, data, num_classes, settings)
+    extractor = fine_tuned.feature_extractor
+    return trust_lib.fit(
+        head, data, num_classes, settings,
+        features_of=lambda images: extractor(images, training=False),
+        image_size=module.image_size,
+        batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
+        max_pixels=config.max_image_pixels)
+
+
+def unknown_share(trust, head, testing):
+    """The share of (known) test images the exported model calls unknown; None without any."""
+    features = np.asarray(testing[0])
+    if not len(features):
+        return None
+    scores = trust.detector.score(features, features @ head.weights + head.biases)
+    return float(np.mean(scores > trust.detector.threshold))
+
+
 def memory_budget(config):
     """Bytes the bottlenecks may take in memory; None: bottlenecks.default_memory_budget()."""
     return None if config.bottleneck_memory_mb is None else config.bottleneck_memory_mb << 20
@@ -300,6 +340,11 @@ def write_metrics(config, module, result):
         metrics["tflite"] = dataclasses.asdict(result.tflite)
     if result.fine_tune:
         metrics["fine_tune"] = finetune_metrics(result)
+    if result.calibration:
+        metrics["calibration"] = result.calibration
+    if result.trust:
+        metrics["unknown"] = {**result.trust.describe(),
+                              "test_unknown_share": result.test_unknown_share}
     pictures = report.write_metrics_and_report(config.metrics_file, metrics, flag="--metrics_file")
     logging.info("Wrote the report to %s", os.path.join(os.path.dirname(config.metrics_file),
                                                          report.REPORT_FILE))

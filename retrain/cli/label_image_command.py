@@ -46,6 +46,10 @@ def define_flags(flag_values=FLAGS):
                          "matrix instead of predictions.", flag_values=flag_values)
     string("report_dir", None, "With --evaluate: also write metrics.json, PNG pictures and "
            "report.html to this folder.")
+    flags.DEFINE_float("unknown_threshold", None, "Call an image unknown when its unknown score "
+                       "is above this. Default: the threshold retrain exported (keeps 95% of the "
+                       "validation images known), from the SavedModel or the .tflite file's "
+                       "<name>_calibration.json.", flag_values=flag_values)
     flags.DEFINE_enum("precision", precision.FLOAT32, list(precision.PRECISIONS),
                       "Number format of the SavedModel's forward pass. bfloat16 needs a CPU with "
                       "AVX512_BF16 or AMX and runs about 1.7x as fast there, with scores a little "
@@ -65,20 +69,27 @@ def image_paths(images, image_dir, extra_args):
 
 
 def format_text(prediction, top, with_path):
-    """retrain.py's "label score" lines, highest first; the path line first if asked."""
+    """retrain.py's "label score" lines, highest first; the path line first if asked, then
+    "unknown <score>" if the image is unknown."""
     lines = [dataset.display_path(prediction.path)] if with_path else []
+    if prediction.unknown:
+        lines.append(f"unknown {prediction.unknown_score:.5f}")
     lines += [f"{label} {score:.5f}" for label, score in top]
     return "\n".join(lines)
 
 
 def format_json(prediction, top):
-    """One JSON object: {"path", "labels", "scores"}, or {"path", "error"}."""
+    """One JSON object: {"path", "labels", "scores", "unknown", "unknown_score"} (the last
+    two null for a model without an unknown score), or {"path", "error"}."""
     record = {"path": dataset.display_path(prediction.path)}
     if prediction.error:
         record["error"] = prediction.error
     else:
         record["labels"] = [label for label, _ in top]
         record["scores"] = [round(score, 6) for _, score in top]
+        record["unknown"] = prediction.unknown
+        record["unknown_score"] = (None if prediction.unknown_score is None
+                                   else round(prediction.unknown_score, 6))
     # A label from a folder name that is not valid UTF-8 holds lone surrogates; written as
     # \udcXX escapes they keep the JSON valid UTF-8, and json.loads gives the label back exactly.
     return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}",
@@ -98,12 +109,13 @@ def load_model(saved_model_dir, tflite_model=None, labels=None):
 
 
 def label_files(paths, saved_model_dir, output_format, count, batch_size, tflite_model=None,
-                labels=None):
+                labels=None, unknown_threshold=None):
     """Prints predictions for every path; returns how many images could not be labelled."""
     from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
     classifier = load_model(saved_model_dir, tflite_model, labels)
     failures = 0
-    for prediction in label_image.classify_files(classifier, paths, batch_size):
+    for prediction in label_image.classify_files(classifier, paths, batch_size,
+                                                 unknown_threshold=unknown_threshold):
         top = [] if prediction.error else label_image.top_predictions(
             prediction, classifier.labels, count)
         if prediction.error:
@@ -182,7 +194,8 @@ HELP = command.HelpPage(
     groups=[
         ("Model", ["saved_model_dir", "tflite_model", "labels"]),
         ("Images", ["image", "image_dir"]),
-        ("Output", ["num_top_predictions", "output_format", "evaluate", "report_dir"]),
+        ("Output", ["num_top_predictions", "output_format", "unknown_threshold", "evaluate",
+                    "report_dir"]),
     ],
 )
 
@@ -200,7 +213,8 @@ def main(argv):
             paths = image_paths(FLAGS.image, FLAGS.image_dir, argv[1:])
             failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
                                    FLAGS.num_top_predictions, FLAGS.batch_size,
-                                   FLAGS.tflite_model, FLAGS.labels)
+                                   FLAGS.tflite_model, FLAGS.labels,
+                                   FLAGS.unknown_threshold)
     except UserError as error:
         console.print_error("label_image", error)
         return 2

@@ -35,6 +35,23 @@ def define_flags(flag_values=FLAGS):
            "Everything the run writes goes under this folder, unless a flag below says otherwise.")
     string("bottleneck_dir", None, "Cache of feature vectors. Default: <output_dir>/bottlenecks.")
     string("saved_model_dir", None, "Where to export the SavedModel. Default: <output_dir>/saved_model.")
+    integer("saved_model_version", _DEFAULTS.saved_model_version,
+            "The SavedModel goes into <saved_model_dir>/<this>/, the numbered version folder TF "
+            "Serving loads; 0: into --saved_model_dir itself.", lower_bound=0)
+    flags.DEFINE_float("unknown_known_share", _DEFAULTS.unknown_known_share,
+                       "The unknown threshold keeps this share of the validation images known; "
+                       "label_image calls an image scoring above it unknown.", lower_bound=0.01,
+                       upper_bound=1.0, flag_values=flag_values)
+    flags.DEFINE_enum("unknown_method", _DEFAULTS.unknown_method,
+                      ["max_logit", "energy", "msp", "knn", "mahalanobis"],
+                      "The unknown score (docs/export-formats.md#unknown): max_logit measured "
+                      "best; knn and mahalanobis add training statistics to the export.",
+                      flag_values=flag_values)
+    integer("unknown_neighbors", _DEFAULTS.unknown_neighbors,
+            "--unknown_method=knn: the k-th nearest training vector's distance.", lower_bound=1)
+    integer("unknown_bank_size", _DEFAULTS.unknown_bank_size,
+            "--unknown_method=knn: training vectors the export keeps (a sample by class).",
+            lower_bound=1)
     string("output_labels", None, "Labels file. Default: <output_dir>/output_labels.txt.")
     string("summaries_dir", None, "TensorBoard logs. Default: <output_dir>/summaries.")
     string("metrics_file", None, "Metrics JSON. Default: <output_dir>/metrics.json.")
@@ -107,7 +124,7 @@ HELP = command.HelpPage(
         ("Network", ["tfhub_module", "image_size"]),
         ("Training", ["how_many_training_steps", "learning_rate", "resume"]),
         ("More accuracy", ["random_crop", "flip_left_right", "fine_tune"]),
-        ("Export", ["tflite_output_file", "tflite_quantization"]),
+        ("Export", ["tflite_output_file", "tflite_quantization", "onnx_output_file"]),
     ],
     subcommands=[
         ("compare", "compare backbones and methods on one folder, in one table"),

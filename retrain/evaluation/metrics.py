@@ -188,3 +188,59 @@ def _safe_divide(numerator, denominator):
     result = np.zeros_like(numerator)
     np.divide(numerator, denominator, out=result, where=denominator != 0)
     return result
+
+
+# Guo et al. (2017)'s expected calibration error: equal-width bins of the top probability.
+CALIBRATION_BINS = 15
+
+
+def rescale_probabilities(probabilities, temperature):
+    """float64 [n, C]: softmax(logits / temperature) from probabilities = softmax(logits).
+
+    log(p) equals the logits up to a constant per row, which the softmax ignores; p is
+    floored at 1e-30 so a probability that underflowed to 0 stays negligible.
+    """
+    scaled = np.log(np.maximum(np.asarray(probabilities, np.float64), 1e-30)) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def reliability(probabilities, true_labels, bins=CALIBRATION_BINS):
+    """Expected calibration error and the reliability diagram's bins.
+
+    Args:
+      probabilities: float [n, C]; true_labels: int [n].
+      bins: equal-width bins of the top probability over [0, 1]; bin i holds (i/b, (i+1)/b],
+        bin 0 also 0.
+
+    Returns:
+      {"ece": sum over bins of |bin| / n * |accuracy - mean confidence| (nan when n is 0),
+       "bins": [{"lower", "upper", "count", "accuracy", "confidence"}] (None where empty)}.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    true_labels = np.asarray(true_labels)
+    confidence = probabilities.max(axis=1) if len(probabilities) else np.zeros([0])
+    correct = (probabilities.argmax(axis=1) == true_labels) if len(probabilities) else confidence
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for number in range(bins):
+        members = index == number
+        count = int(members.sum())
+        accuracy = float(np.mean(correct[members])) if count else None
+        mean_confidence = float(np.mean(confidence[members])) if count else None
+        if count:
+            ece += count / len(confidence) * abs(accuracy - mean_confidence)
+        rows.append({"lower": number / bins, "upper": (number + 1) / bins, "count": count,
+                     "accuracy": accuracy, "confidence": mean_confidence})
+    return {"ece": float(ece) if len(confidence) else float("nan"), "bins": rows}
+
+
+def calibration_metrics(probabilities, true_labels, temperature):
+    """metrics.json's "calibration" entry: the temperature, and ECE and reliability bins on
+    these (test) images before and after it."""
+    before = reliability(probabilities, true_labels)
+    after = reliability(rescale_probabilities(probabilities, temperature), true_labels)
+    return {"temperature": float(temperature), "bins": CALIBRATION_BINS,
+            "ece_before": before["ece"], "ece_after": after["ece"],
+            "reliability_before": before["bins"], "reliability_after": after["bins"]}

@@ -24,6 +24,7 @@ from retrain.runtime import files
 TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 REPORT_FILE = "report.html"
+RELIABILITY_FILE = "reliability.png"
 
 # Longer tables make the page slow without helping anyone; metrics.json has every row.
 MAX_TABLE_ROWS = 500
@@ -67,6 +68,9 @@ def write_report(folder, metrics):
     if confusion and confusion["labels"]:
         pictures[CONFUSION_MATRIX_FILE] = render_confusion_matrix(confusion["matrix"],
                                                                   confusion["labels"])
+    calibration = metrics.get("calibration")
+    if calibration and calibration.get("reliability_before"):
+        pictures[RELIABILITY_FILE] = render_reliability(calibration)
     for name, png in pictures.items():
         files.write_file_atomically(os.path.join(folder, name), png)
     files.write_file_atomically(os.path.join(folder, REPORT_FILE),
@@ -129,6 +133,30 @@ def render_confusion_matrix(matrix, labels):
     return _png_bytes(figure)
 
 
+def render_reliability(calibration):
+    """PNG bytes: the reliability diagram of the test split before and after the temperature
+    (accuracy against mean confidence per bin; the diagonal is perfect calibration).
+
+    Args:
+      calibration: metrics.json's "calibration" dict (metrics.calibration_metrics).
+    """
+    figure = Figure(figsize=(6, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for key, name in (("before", "before"), ("after", f"after (T={calibration['temperature']:.3g})")):
+        points = [(row["confidence"], row["accuracy"]) for row in calibration[f"reliability_{key}"]
+                  if row["count"]]
+        if points:
+            axes.plot(*zip(*points), marker="o",
+                      label=f"{name}: ECE {calibration[f'ece_{key}']:.3f}")
+    axes.set(title="Reliability on the test split", xlabel="confidence (top probability)",
+             ylabel="accuracy", xlim=(0, 1.02), ylim=(0, 1.02))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    return _png_bytes(figure)
+
+
 def render_comparison_chart(names, accuracies, macro_f1s):
     """PNG bytes: grouped bars of test accuracy and macro F1, one group per row.
 
@@ -175,6 +203,7 @@ def build_html(metrics, pictures):
         sections.append("<h2>Training curves</h2>"
                         + _image(pictures[TRAINING_CURVES_FILE], "Accuracy and cross-entropy "
                                  "of training and validation against step"))
+    sections.append(_trust_section(metrics, pictures.get(RELIABILITY_FILE)))
     sections.append(_per_class_section(metrics))
     sections.append(_confusion_section(metrics, pictures.get(CONFUSION_MATRIX_FILE)))
     sections.append(_misclassified_section(metrics.get("misclassified") or []))
@@ -233,6 +262,26 @@ def _summary_section(metrics):
         rows.append((f"Time: {_text(stage)}", f"{float(seconds):.1f} s"))
     body = "".join(f'<tr><th class="text">{name}</th><td>{value}</td></tr>' for name, value in rows)
     return f"<h2>Summary</h2><table>{body}</table>"
+
+
+def _trust_section(metrics, png):
+    """Calibration (ECE before and after the temperature) and the unknown threshold."""
+    calibration, unknown = metrics.get("calibration"), metrics.get("unknown")
+    if not calibration and not unknown:
+        return ""
+    rows = []
+    if calibration:
+        rows += [("Temperature", _number(calibration["temperature"])),
+                 ("ECE before (15 bins)", _number(calibration["ece_before"])),
+                 ("ECE after", _number(calibration["ece_after"]))]
+    if unknown:
+        rows += [("Unknown score", _text(unknown["method"])),
+                 ("Unknown threshold", _number(unknown["threshold"])),
+                 ("Validation kept known", _percent(unknown["known_share"])),
+                 ("Test images called unknown", _percent(unknown.get("test_unknown_share")))]
+    body = "".join(f'<tr><th class="text">{name}</th><td>{value}</td></tr>' for name, value in rows)
+    picture = _image(png, "Reliability diagram before and after the temperature") if png else ""
+    return f"<h2>Calibration and unknown</h2><table>{body}</table>{picture}"
 
 
 def _per_class_section(metrics):

@@ -25,6 +25,7 @@ import tensorflow as tf
 from retrain.data import images
 from retrain.data import preprocess
 from retrain.errors import UserError
+from retrain.export import layout
 from retrain.export import saved_model
 from retrain.runtime import files
 
@@ -80,7 +81,8 @@ def convert(saved_model_dir, quantization, int8_input="float32", representative=
     """Converts the SavedModel's serving_default signature to a TFLite flatbuffer.
 
     Args:
-      saved_model_dir: a SavedModel that export.export_saved_model wrote.
+      saved_model_dir: a SavedModel that export.export_saved_model wrote (its folder or the
+        version folder in it).
       quantization: one of QUANTIZATION_MODES.
       int8_input: for int8, "float32" (float input and output, quantized inside) or "uint8"
         (uint8 input and output: a fully integer model, as Model Maker's int8 config).
@@ -94,8 +96,9 @@ def convert(saved_model_dir, quantization, int8_input="float32", representative=
       UserError: the module holds operations TensorFlow Lite cannot express in that mode.
     """
     check_modes(quantization, int8_input)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
-                                                         signature_keys=["serving_default"])
+    saved_model_dir = layout.find_saved_model(saved_model_dir) or saved_model_dir
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[converted_signature(saved_model_dir)])
     if quantization != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -117,6 +120,18 @@ def convert(saved_model_dir, quantization, int8_input="float32", representative=
         raise UserError(f"Cannot convert {saved_model_dir!r} to TensorFlow Lite with "
                         f"--tflite_quantization={quantization} ({first_line}); try another "
                         "quantization mode or module.") from error
+
+
+def converted_signature(saved_model_dir):
+    """The signature converters take: serving_numeric (no string outputs) where the export has
+    it, else serving_default (format-1 exports)."""
+    # pylint: disable-next=import-outside-toplevel
+    from tensorflow.core.protobuf import saved_model_pb2
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as model_file:
+        proto.ParseFromString(model_file.read())
+    keys = {key for graph in proto.meta_graphs for key in graph.signature_def}
+    return "serving_numeric" if "serving_numeric" in keys else "serving_default"
 
 
 def write_tflite(model_bytes, output_file, labels):

@@ -32,3 +32,9 @@ def check_modes(quantization, int8_input):
 def labels_path_for(tflite_file):
     """The labels file written beside a .tflite file: model.tflite -> model_labels.txt."""
     return os.path.splitext(tflite_file)[0] + "_labels.txt"
+
+
+def calibration_path_for(model_file):
+    """The calibration sidecar written beside a .tflite/.onnx file (its unknown threshold and
+    temperature): model.tflite -> model_calibration.json."""
+    return os.path.splitext(model_file)[0] + "_calibration.json"

@@ -24,10 +24,22 @@ class Classifier:
     model: object  # the loaded RetrainedClassifier
     labels: list
     image_size: tuple  # (height, width)
+    # An image is unknown when its unknown score is above this; None: the model has no
+    # unknown score (format 1), inf: it never calls an image unknown.
+    unknown_threshold: float = None
+    temperature: float = 1.0
 
     def predict(self, batch):
         """float32 [batch, H, W, 3] in [0, 1] -> float32 probabilities [batch, num_labels]."""
         return self.model.classify_images(batch)["prediction"].numpy()
+
+    def predict_with_unknown(self, batch):
+        """(probabilities float32 [batch, num_labels], unknown scores float32 [batch] or None
+        for a format-1 model)."""
+        if self.unknown_threshold is None:
+            return self.predict(batch), None
+        outputs = self.model.classify_numeric(batch)
+        return outputs["prediction"].numpy(), outputs["unknown_score"].numpy()
 
 
 @dataclasses.dataclass
@@ -35,13 +47,16 @@ class Prediction:
     path: str
     probabilities: np.ndarray = None  # float32 [num_labels], or None if the image failed
     error: str = None
+    unknown_score: float = None  # None: the model has no unknown score
+    unknown: bool = None  # unknown_score > the threshold; None without a score
 
 
 def load_classifier(saved_model_dir):
-    """Loads a SavedModel that retrain exported. Raises UserError for anything else."""
-    model_files.check_saved_model_dir(saved_model_dir)
+    """Loads a SavedModel that retrain exported (its folder or a version folder in it).
+    Raises UserError for anything else."""
+    found = model_files.check_saved_model_dir(saved_model_dir)
     try:
-        model = tf.saved_model.load(saved_model_dir)
+        model = tf.saved_model.load(found)
     except Exception as error:  # Not a SavedModel: several exception types, depending on what is there.
         raise UserError(f"--saved_model_dir {saved_model_dir!r} is not a SavedModel ({error}); pass "
                         "the saved_model folder that retrain wrote.") from error
@@ -54,7 +69,11 @@ def load_classifier(saved_model_dir):
         raise UserError(f"The SavedModel at {saved_model_dir!r} was made by a newer retrain (format "
                         f"{version}); upgrade retrain to label with it.")
     labels = [os.fsdecode(label) for label in model.labels.numpy()]
-    return Classifier(model, labels, tuple(int(value) for value in model.image_size.numpy()))
+    classifier = Classifier(model, labels, tuple(int(value) for value in model.image_size.numpy()))
+    if version >= 2:  # Format 1 has no temperature and no unknown score.
+        classifier.unknown_threshold = float(model.unknown_threshold.numpy())
+        classifier.temperature = float(model.temperature.numpy())
+    return classifier
 
 
 def find_image_files(image_dir):
@@ -66,7 +85,7 @@ def find_image_files(image_dir):
 
 
 def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT_MAX_PIXELS,
-                   forward_streams=None):
+                   forward_streams=None, unknown_threshold=None):
     """Yields a Prediction per path, in order; unreadable files carry an error instead.
 
     Files are read, decoded and resized by the reader that computes bottlenecks in training
@@ -74,20 +93,50 @@ def classify_files(classifier, paths, batch_size=None, max_pixels=images.DEFAULT
     batch_size None: batch_tuning's choice among its candidates for this many files.
     forward_streams: batches run through the model at once (streams.ordered_map); None:
     devices.forward_streams().
+    unknown_threshold: overrides the model's threshold (None: the model's). A model without
+    an unknown score gives unknown_score and unknown None.
     """
     candidates = batch_tuning.batch_size_candidates(batch_size, len(paths))
     batches = preprocess.pixel_batches(paths, classifier.image_size, max(candidates), max_pixels)
 
-    def predict(pixels):
-        return classifier.predict(preprocess.as_unit_float(pixels))
+    threshold = classifier_threshold(classifier, unknown_threshold)
 
-    for batch, probabilities in batch_tuning.forward_batches(predict, batches, candidates,
-                                                             "label_image", forward_streams):
-        for index, row, error in zip(batch.indices, probabilities, batch.errors):
-            if error is None:
-                yield Prediction(paths[index], probabilities=row)
-            else:
+    def predict(pixels):
+        # One array per batch (the batch tuner splits and concatenates them): the
+        # probabilities, then the unknown score as a last column (nan: no score).
+        probabilities, scores = predict_with_unknown(classifier, preprocess.as_unit_float(pixels))
+        if scores is None:
+            scores = np.full(len(probabilities), np.nan, np.float32)
+        return np.concatenate([probabilities, np.reshape(scores, [-1, 1])], axis=1)
+
+    for batch, outputs in batch_tuning.forward_batches(predict, batches, candidates,
+                                                       "label_image", forward_streams):
+        for position, (index, error) in enumerate(zip(batch.indices, batch.errors)):
+            if error is not None:
                 yield Prediction(paths[index], error=error)
+                continue
+            prediction = Prediction(paths[index], probabilities=outputs[position, :-1])
+            if not np.isnan(outputs[position, -1]):
+                prediction.unknown_score = float(outputs[position, -1])
+                prediction.unknown = (bool(prediction.unknown_score > threshold)
+                                      if threshold is not None else None)
+            yield prediction
+
+
+def predict_with_unknown(classifier, batch):
+    """(probabilities [B, C], unknown scores [B] or None) from any classifier: one without
+    predict_with_unknown (or an unknown score) gives None."""
+    if hasattr(classifier, "predict_with_unknown"):
+        return classifier.predict_with_unknown(batch)
+    return classifier.predict(batch), None
+
+
+def classifier_threshold(classifier, override=None):
+    """The unknown threshold to use: override (--unknown_threshold) if given, else the
+    model's; None when there is neither."""
+    if override is not None:
+        return float(override)
+    return getattr(classifier, "unknown_threshold", None)
 
 
 def top_predictions(prediction, labels, count):

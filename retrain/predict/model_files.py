@@ -4,19 +4,24 @@ them before the slow imports, and the loaders check them again for library calle
 import os
 
 from retrain.errors import UserError
+from retrain.export import layout
 from retrain.export.tflite_settings import labels_path_for
 
 
 def check_saved_model_dir(saved_model_dir):
-    """Raises UserError unless saved_model_dir holds a SavedModel (its contents are checked
-    when it is loaded)."""
+    """The folder holding the SavedModel: saved_model_dir or its highest version folder
+    (export.layout). Raises UserError if neither holds one (its contents are checked when it
+    is loaded)."""
     if not os.path.isdir(saved_model_dir):
         raise UserError(f"--saved_model_dir {saved_model_dir!r} does not exist; pass the "
                         "saved_model folder that retrain wrote (by default "
                         "retrain_output/saved_model).")
-    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+    found = layout.find_saved_model(saved_model_dir)
+    if found is None:
         raise UserError(f"--saved_model_dir {saved_model_dir!r} is not a SavedModel (it has no "
-                        "saved_model.pb); pass the saved_model folder that retrain wrote.")
+                        "saved_model.pb, nor a numbered version folder with one); pass the "
+                        "saved_model folder that retrain wrote.")
+    return found
 
 
 def check_tflite_files(tflite_file, labels_file=None):

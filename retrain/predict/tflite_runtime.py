@@ -2,16 +2,18 @@
 
 The interpreter comes from the ai_edge_litert package when it is installed, else from
 tf.lite, which TensorFlow 2.21 still ships but has deprecated in favour of ai_edge_litert.
+Nothing here imports TensorFlow unless ai_edge_litert is missing.
 """
 
+import json
 import os
 import threading
 import warnings
 
 import numpy as np
-import tensorflow as tf
 
 from retrain.errors import UserError
+from retrain.export.tflite_settings import calibration_path_for
 from retrain.predict import model_files
 
 
@@ -21,6 +23,9 @@ def make_interpreter(model_path=None, model_content=None):
         # pylint: disable-next=import-outside-toplevel
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
+        # Only here: with ai_edge_litert installed, label_image --tflite_model runs without
+        # TensorFlow (predict/predictions.py), and importing it would cost seconds.
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
         Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
     with warnings.catch_warnings():
         # tf.lite.Interpreter warns on every construction that ai_edge_litert replaces it;
@@ -48,10 +53,17 @@ class TFLiteClassifier:
         self._per_thread = threading.local()
         interpreter = self._interpreter()
         self._input = interpreter.get_input_details()[0]
-        self._output = interpreter.get_output_details()[0]
+        outputs = interpreter.get_output_details()
+        # serving_numeric converts to two outputs, in no fixed order: the probabilities
+        # [B, C] and the unknown score [B]; a format-1 model has only the first.
+        self._output = next(detail for detail in outputs if len(detail["shape"]) == 2)
+        self._unknown = next((detail for detail in outputs if len(detail["shape"]) == 1), None)
+        # From the calibration sidecar (load_classifier); None: no unknown score to judge.
+        self.unknown_threshold = None
         self.image_size = tuple(int(value) for value in self._input["shape"][1:3])
         self.input_type = np.dtype(self._input["dtype"]).name
         self.num_outputs = int(self._output["shape"][-1])
+        self.has_unknown_score = self._unknown is not None
 
     def _interpreter(self):
         """This thread's interpreter, allocated for its last batch size; built on first use."""
@@ -67,6 +79,11 @@ class TFLiteClassifier:
 
         Safe to call from several threads at once: each runs its own interpreter.
         """
+        return self.predict_with_unknown(batch)[0]
+
+    def predict_with_unknown(self, batch):
+        """(probabilities float32 [batch, num_labels], unknown scores float32 [batch], or None
+        for a model converted without them). Thread-safe as predict."""
         batch = np.asarray(batch, np.float32)
         interpreter = self._interpreter()
         if len(batch) != self._per_thread.batch_size:
@@ -77,7 +94,11 @@ class TFLiteClassifier:
         interpreter.invoke()
         # get_tensor returns a copy; tensor() would return a view of the interpreter's memory,
         # which its next call overwrites (and which tf.lite counts as a reference that blocks it).
-        return _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+        probabilities = _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+        if self._unknown is None:
+            return probabilities, None
+        return probabilities, _dequantize(interpreter.get_tensor(self._unknown["index"]),
+                                          self._unknown)
 
 
 def _quantize(values, detail):
@@ -115,4 +136,21 @@ def load_classifier(tflite_file, labels_file=None):
         raise UserError(f"Labels file {labels_file!r} has {len(labels)} labels but "
                         f"{tflite_file!r} has {classifier.num_outputs} outputs; pass the labels "
                         "file written with that model.")
+    if classifier.has_unknown_score:
+        classifier.unknown_threshold = read_unknown_threshold(tflite_file)
     return classifier
+
+
+def read_unknown_threshold(model_file):
+    """The unknown threshold in the calibration sidecar beside model_file
+    (<name>_calibration.json); inf (never unknown) if it has none, None without the file."""
+    path = calibration_path_for(model_file)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as sidecar:
+            threshold = json.load(sidecar).get("unknown_threshold")
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"Calibration file {path!r} is not the JSON retrain wrote ({error}); "
+                        "delete it, or write it again with retrain --tflite_output_file.") from error
+    return float("inf") if threshold is None else float(threshold)

@@ -134,7 +134,8 @@ def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     result, output_dir = hostile_run
     assert sorted(os.listdir(output_dir)) == [
         "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
-        "report.html", "saved_model", "summaries", "training_curves.png", "training_log.txt"]
+        "reliability.png", "report.html", "saved_model", "summaries", "training_curves.png",
+        "training_log.txt"]
     data = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert data["confusion_matrix"]["labels"] == result.labels
     assert np.sum(data["confusion_matrix"]["matrix"]) == data["test_count"] == result.test.count
@@ -142,9 +143,12 @@ def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     assert sum(row["support"] for row in data["per_class"]) == result.test.count
     assert data["test_top5_accuracy"] == 1.0 and data["skipped_image_count"] == 0
     assert set(data["stage_seconds"]) >= {"bottlenecks", "training", "evaluation", "export"}
+    # Calibration and unknown (issue 25): the temperature and both ECEs, the threshold.
+    assert data["calibration"]["temperature"] > 0 and len(data["calibration"]["reliability_after"]) == 15
+    assert 0 <= data["calibration"]["ece_after"] <= 1 and data["unknown"]["known_share"] == 0.95
     assert len(data["history"]["validation_cross_entropy"]) == len(data["history"]["steps"])
     page = _parse((output_dir / "report.html").read_text(encoding="utf-8"))
-    assert "script" not in page.tags and page.tags.count("img") == 2
+    assert "script" not in page.tags and page.tags.count("img") == 3
     assert "<img src=x onerror=alert(1)>" in " ".join(page.text)
     assert "x&amp;y" in " ".join(page.text)  # Escaped once, shown as named.
     assert _tensorboard_image(output_dir / "summaries" / "test", "confusion_matrix") == (

@@ -119,14 +119,28 @@ def float_tflite(trained, tmp_path_factory):
     """Path of an unquantized .tflite, with its labels file beside it."""
     path = str(tmp_path_factory.mktemp("float") / "model.tflite")
     tflite_export.write_tflite(tflite_export.convert(trained[0], "none"), path, trained[1])
+    # The SavedModel's unknown threshold, in the sidecar a run writes beside the .tflite.
+    exported = label_image.load_classifier(trained[0])
+    with open(tflite_settings.calibration_path_for(path), "w", encoding="utf-8") as sidecar:
+        json.dump({"unknown_threshold": exported.unknown_threshold,
+                   "temperature": exported.temperature}, sidecar)
     return path
 
 
 def test_run_writes_evaluates_and_reports_the_tflite(run_with_tflite):
     result, output_dir, messages = run_with_tflite
     report = result.tflite
-    assert sorted(os.listdir(output_dir / "lite")) == ["digits.tflite", "digits_labels.txt"]
+    assert sorted(os.listdir(output_dir / "lite")) == [
+        "digits.tflite", "digits_calibration.json", "digits_labels.txt"]
     assert (output_dir / "lite" / "digits_labels.txt").read_text() == "blue\ngreen\nred\n"
+    # The sidecar carries the SavedModel's threshold and temperature, and the runtime reads it.
+    sidecar = json.loads((output_dir / "lite" / "digits_calibration.json").read_text())
+    assert sidecar["unknown_threshold"] == pytest.approx(result.trust.detector.threshold)
+    assert sidecar["temperature"] == pytest.approx(result.trust.temperature)
+    assert sidecar["known_share"] == 0.95
+    classifier = tflite_runtime.load_classifier(str(output_dir / "lite" / "digits.tflite"))
+    assert classifier.has_unknown_score
+    assert classifier.unknown_threshold == pytest.approx(sidecar["unknown_threshold"])
     assert report.size_bytes == os.path.getsize(output_dir / "lite" / "digits.tflite")
     assert report.saved_model_size_bytes > report.size_bytes
     assert (report.quantization, report.input_type) == ("int8", "uint8")
@@ -332,13 +346,18 @@ def test_label_image_prints_the_same_for_tflite_and_saved_model(
     label_image_command.label_files(paths, None, output_format, 2, 4, tflite_model=float_tflite,
                                 labels=tflite_settings.labels_path_for(float_tflite))
     from_tflite = capsys.readouterr().out.splitlines()
-    lines_per_image = 3 if output_format == "text" else 1  # Path and 2 labels, or one JSON object.
-    assert len(from_tflite) == len(from_saved_model) == len(paths) * lines_per_image
+    # Path, "unknown" if it is, and 2 labels; or one JSON object.
+    unknown = sum(line.startswith("unknown ") for line in from_saved_model)
+    lines_per_image = 3 if output_format == "text" else 1
+    assert len(from_tflite) == len(from_saved_model) == len(paths) * lines_per_image + unknown
     for tflite_line, saved_model_line in zip(from_tflite, from_saved_model):
         if output_format == "json":
             tflite_line, saved_model_line = json.loads(tflite_line), json.loads(saved_model_line)
             assert tflite_line["path"] == saved_model_line["path"]
             assert tflite_line["labels"] == saved_model_line["labels"]
+            assert tflite_line["unknown"] == saved_model_line["unknown"]
+            np.testing.assert_allclose(tflite_line["unknown_score"],
+                                       saved_model_line["unknown_score"], rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(tflite_line["scores"], saved_model_line["scores"], atol=1e-5)
         else:
             assert tflite_line.split(" ")[:-1] == saved_model_line.split(" ")[:-1]

@@ -36,8 +36,15 @@ def test_saved_model_carries_labels_and_size(exported):
     assert classifier.image_size == (32, 32)
 
 
+def test_saved_model_is_in_a_version_folder_for_tf_serving(exported):
+    assert os.path.isfile(os.path.join(exported, "1", "saved_model.pb"))
+    assert not os.path.exists(os.path.join(exported, "saved_model.pb"))
+    # label_image takes the version folder as well as the base folder.
+    assert label_image.load_classifier(os.path.join(exported, "1")).labels == ["blue", "green", "red"]
+
+
 def test_both_signatures_agree(exported, colour_images):
-    model = tf.saved_model.load(exported)
+    model = tf.saved_model.load(os.path.join(exported, "1"))
     paths = _some_images(colour_images)
     # PNG decodes identically in Pillow and TensorFlow, so the two paths must agree closely.
     png_paths = [path for path in paths if path.endswith(".png")]
@@ -49,6 +56,20 @@ def test_both_signatures_agree(exported, colour_images):
     np.testing.assert_allclose(from_floats, from_bytes, atol=1e-5)
     assert from_floats.shape == (3, 3)
     np.testing.assert_allclose(from_floats.sum(axis=1), 1.0, atol=1e-5)
+    for outputs in (model.signatures["serving_default"](image=tf.constant(floats)),
+                    model.signatures["serving_bytes"](image_bytes=encoded)):
+        assert sorted(outputs) == ["prediction", "top_classes", "top_scores", "unknown_score"]
+        assert outputs["unknown_score"].shape == (3,)
+        # Three classes: K = min(5, 3); names in the order of the scores.
+        assert outputs["top_classes"].shape == (3, 3)
+        order = np.argsort(-from_floats, axis=1)
+        names = np.array([b"blue", b"green", b"red"])
+        np.testing.assert_array_equal(outputs["top_classes"].numpy(), names[order])
+        np.testing.assert_allclose(outputs["top_scores"].numpy(),
+                                   np.take_along_axis(from_floats, order, axis=1), atol=1e-5)
+    numeric = model.signatures["serving_numeric"](image=tf.constant(floats))
+    assert sorted(numeric) == ["prediction", "unknown_score"]
+    np.testing.assert_allclose(numeric["prediction"].numpy(), from_floats, atol=1e-6)
 
 
 def test_labels_the_training_colours_correctly(exported, colour_images):
@@ -87,13 +108,18 @@ def test_label_image_text_format_for_a_folder(exported, colour_images):
                                  "--num_top_predictions=3")
     assert completed.returncode == 0, completed.stderr
     blocks = completed.stdout.strip().split("\n")
-    assert len(blocks) == 36 * 4  # A path line and three "label score" lines per image.
+    # A path line, "unknown <score>" if the image is unknown, three "label score" lines.
+    unknown = [index for index, line in enumerate(blocks) if line.startswith("unknown ")]
+    assert len(blocks) == 36 * 4 + len(unknown)
+    assert all(os.path.isfile(blocks[index - 1]) for index in unknown)  # right after the path
     label, score = blocks[1].rsplit(" ", 1)
     assert label in ("blue", "green", "red") and 0.0 <= float(score) <= 1.0
 
 
 def test_label_image_single_image_prints_retrain_py_lines(exported, colour_images):
-    completed = _run_label_image(f"--saved_model_dir={exported}",
+    # A threshold no score reaches: the 12-image colour classes make a loose threshold, and
+    # this test is about the label lines (the "unknown" line: the tests below).
+    completed = _run_label_image(f"--saved_model_dir={exported}", "--unknown_threshold=1e30",
                                  f"--image={_some_images(colour_images)[4]}")
     lines = completed.stdout.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("red ")
@@ -126,3 +152,54 @@ def test_label_image_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp_pat
         str(tmp_path / "photo.jpg"))
     assert status == 130
     assert lines[-1] == "label_image: error: Interrupted.\n", lines[-3:]
+
+
+def test_unknown_threshold_overrides_the_exported_one(exported, colour_images):
+    paths = _some_images(colour_images)
+    everything = _run_label_image(f"--saved_model_dir={exported}", "--output_format=json",
+                                  "--unknown_threshold=-1e30", "--image", *paths)
+    nothing = _run_label_image(f"--saved_model_dir={exported}", "--output_format=json",
+                               "--unknown_threshold=1e30", "--image", *paths)
+    for completed, expected in ((everything, True), (nothing, False)):
+        assert completed.returncode == 0, completed.stderr
+        records = [json.loads(line) for line in completed.stdout.splitlines()]
+        assert [record["unknown"] for record in records] == [expected] * len(paths)
+        assert all(isinstance(record["unknown_score"], float) for record in records)
+    text = _run_label_image(f"--saved_model_dir={exported}", "--unknown_threshold=-1e30",
+                            "--image", paths[0])
+    assert text.stdout.splitlines()[0].startswith("unknown ")
+    # The exported threshold keeps 95% of validation known: in-process, the same numbers.
+    classifier = label_image.load_classifier(exported)
+    assert classifier.unknown_threshold < float("inf")
+    predictions = list(label_image.classify_files(classifier, paths))
+    assert all(p.unknown == (p.unknown_score > classifier.unknown_threshold) for p in predictions)
+
+
+def test_format_1_export_still_labels_without_unknown(tiny_module, tmp_path, colour_images):
+    """An export from before issue 25 (no version folder, no unknown score) still labels."""
+    from retrain.features import modules  # pylint: disable=import-outside-toplevel
+    from retrain.training import train  # pylint: disable=import-outside-toplevel
+
+    class FormatOne(tf.Module):
+        def __init__(self, extractor, head):
+            super().__init__()
+            self.extractor = extractor
+            self.weights = tf.Variable(head.weights)
+            self.labels = tf.Variable([b"blue", b"green", b"red"])
+            self.image_size = tf.Variable([32, 32])
+            self.retrain_format_version = tf.Variable(1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+        def classify_images(self, image):
+            return {"prediction": tf.nn.softmax(tf.matmul(self.extractor(image), self.weights))}
+
+    head = train.Head(np.random.default_rng(0).normal(0, 1, (6, 3)).astype(np.float32),
+                      np.zeros(3, np.float32))
+    old = FormatOne(modules.load_feature_extractor(modules.resolve_module(tiny_module)), head)
+    tf.saved_model.save(old, str(tmp_path / "old"))
+    completed = _run_label_image(f"--saved_model_dir={tmp_path / 'old'}", "--output_format=json",
+                                 "--image", _some_images(colour_images)[0])
+    assert completed.returncode == 0, completed.stderr
+    record = json.loads(completed.stdout)
+    assert record["unknown"] is None and record["unknown_score"] is None
+    assert len(record["labels"]) == 3

@@ -127,6 +127,14 @@ class RetrainConfig:
     # saved_model_dir itself.
     saved_model_version: int = 1
 
+    # The data audit (retrain.audit, docs/audit.md) after the bottlenecks: possible label
+    # errors, duplicates and leaks across splits, outliers, in <output_dir>/audit.json and
+    # audit.html. It costs a few percent of a cached run.
+    audit: bool = True
+    # Leave the images the audit flags out of the training split (files are never moved);
+    # runs the audit even with audit=False.
+    exclude_flagged: bool = False
+
     # TensorFlow Lite export (retrain.export.tflite_export). None: no .tflite is written.
     tflite_output_file: Optional[str] = None
     # none | dynamic (int8 weights) | float16 (float16 weights) | int8 (full integer).

@@ -88,6 +88,13 @@ def define_flags(flag_values=FLAGS):
             "retrain runs its multi-device code (tf.distribute.MirroredStrategy) as it would "
             "on that many GPUs.",
             lower_bound=1)
+    boolean("audit", _DEFAULTS.audit,
+            "After the bottlenecks, audit the images: possible label errors, duplicates (and "
+            "leaks across splits), outliers, in <output_dir>/audit.json and audit.html "
+            "(docs/audit.md).")
+    boolean("exclude_flagged", _DEFAULTS.exclude_flagged,
+            "Leave the images the audit flags (confident label errors, outliers, training "
+            "copies of leaked images) out of training; no file is moved or deleted.")
     shared_flags.define_training_flags(flag_values)
     shared_flags.define_fine_tune_flags(flag_values)
     shared_flags.define_tflite_flags(flag_values)

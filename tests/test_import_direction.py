@@ -14,7 +14,7 @@ import retrain
 
 pytestmark = pytest.mark.timeout(60)
 
-STAGES = ["errors", "runtime", "data", "features", "training", "export", "predict", "evaluation",
+STAGES = ["errors", "runtime", "data", "features", "training", "export", "predict", "evaluation", "audit",
           "config", "preflight", "pipeline", "compare", "api", "cli", "__init__", "__main__"]
 PACKAGE_DIR = os.path.dirname(retrain.__file__)
 

@@ -30,6 +30,7 @@ a module imports only from its own stage and earlier ones (tests/test_import_dir
 
 from retrain.api import Model
 from retrain.api import TrainResult
+from retrain.api import audit
 from retrain.api import load
 from retrain.api import train
 from retrain.config import RetrainConfig
@@ -37,4 +38,4 @@ from retrain.errors import UserError
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "load", "Model", "TrainResult", "RetrainConfig", "UserError", "__version__"]
+__all__ = ["train", "load", "audit", "Model", "TrainResult", "RetrainConfig", "UserError", "__version__"]

@@ -70,6 +70,35 @@ def train(image_dir, output_dir="retrain_output", **settings):
         metrics=metrics, run=run)
 
 
+def audit(image_dir, output_dir="retrain_output", **settings):
+    """Audits image_dir's labelled images, like `retrain audit` (docs/audit.md).
+
+    Args:
+      image_dir: folder with one subfolder of images per label.
+      output_dir: where audit.json and audit.html go; the bottleneck cache defaults to
+        <output_dir>/bottlenecks, so a later train() with the same output_dir reuses it.
+      **settings: RetrainConfig fields (tfhub_module, bottleneck_dir, validation_percentage, ...).
+
+    Returns:
+      retrain.audit.audit.AuditResult: .label_issues, .duplicates, .outliers (lists of dicts
+      with paths relative to image_dir), .counts, .leaks(), .audit_file.
+
+    Raises:
+      UserError: as train() does; also when the bottlenecks do not fit in memory.
+    """
+    config = _config(image_dir, output_dir, settings)
+    # pylint: disable=import-outside-toplevel
+    from retrain import pipeline
+    from retrain import preflight
+    checked = preflight.check_run(config.resolved())
+    configure_devices(config)
+    result = pipeline.audit_folder(config, checked)
+    if result is None:
+        raise UserError("The bottlenecks do not fit in memory, so the audit cannot run; audit a "
+                        "part of the folder at a time.")
+    return result
+
+
 def _config(image_dir, output_dir, settings):
     """RetrainConfig(image_dir, output_dir, **settings), with a UserError for unknown names."""
     known = {field.name for field in dataclasses.fields(RetrainConfig)}

@@ -62,3 +62,37 @@ def test_a_bad_setting_or_image_is_a_user_error(trained, tmp_path, colour_images
 def test_the_config_type_is_the_commands_settings():
     config = retrain.RetrainConfig(image_dir="photos")
     assert config.resolved().saved_model_dir == os.path.join("retrain_output", "saved_model")
+
+
+def test_predict_says_which_images_are_unknown_and_top_lists_unknown_first(trained, tmp_path,
+                                                                           colour_images):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from retrain.export import layout  # pylint: disable=import-outside-toplevel
+    model = retrain.load(trained.saved_model_dir)
+    threshold = model.unknown_threshold
+    assert threshold is not None and np.isfinite(threshold)
+    red = os.path.join(colour_images, "red")
+    known = sorted(os.path.join(red, name) for name in os.listdir(red))[:2]
+    # A black image: the tiny module's features are all zero, so every logit is a bias and
+    # the largest is far below a trained colour's; a max-logit score calls it unknown.
+    black = tmp_path / "black.png"
+    Image.new("RGB", (40, 30), (0, 0, 0)).save(black)
+    paths = known + [str(black)]
+    probabilities, scores, unknown = model.predict(paths, return_unknown=True)
+    assert probabilities.shape == (3, 3) and scores.shape == (3,) and scores.dtype == np.float32
+    np.testing.assert_array_equal(unknown, scores > threshold)
+    assert unknown[2]  # (a red image may score above it too: 5% of validation images do)
+    np.testing.assert_allclose(model.predict(paths), probabilities)
+    # The same scores as the exported SavedModel's own output.
+    exported = tf.saved_model.load(layout.find_saved_model(trained.saved_model_dir))
+    pixels = np.stack([np.asarray(Image.open(path).convert("RGB").resize((32, 32),
+                                                                          Image.BILINEAR))
+                       for path in paths]).astype(np.float32) / 255
+    outputs = exported.signatures["serving_default"](image=tf.constant(pixels))
+    assert outputs["unknown_score"].shape == (3,)
+    np.testing.assert_allclose(outputs["unknown_score"].numpy(), scores, atol=1e-4)
+    top = model.top(paths, count=2)
+    for row, is_unknown, score in zip(top, unknown, scores):
+        assert len(row) == 2 + is_unknown
+        assert (row[0] == ("unknown", pytest.approx(float(score)))) == is_unknown
+    assert [row[int(unknown[index])][0] for index, row in enumerate(top[:2])] == ["red", "red"]

@@ -136,6 +136,7 @@ HELP = command.HelpPage(
     subcommands=[
         ("compare", "compare backbones and methods on one folder, in one table"),
         ("bottlenecks", "compute the bottleneck cache with Apache Beam (the beam extra)"),
+        ("audit", "find possible label errors, duplicates, leaks across splits and outliers"),
     ],
 )
 
@@ -201,6 +202,11 @@ def run_main():
     if sys.argv[1:2] == ["bottlenecks"]:
         from retrain.cli import bottlenecks_command  # pylint: disable=import-outside-toplevel
         bottlenecks_command.run_main([f"{sys.argv[0]} bottlenecks", *sys.argv[2:]])
+        return
+    # `retrain audit ...` audits the images (retrain.audit), from the same bottleneck cache.
+    if sys.argv[1:2] == ["audit"]:
+        from retrain.cli import audit_command  # pylint: disable=import-outside-toplevel
+        audit_command.run_main([f"{sys.argv[0]} audit", *sys.argv[2:]])
         return
     define_flags()
     command.run(HELP, FLAGS, main)

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""How well `retrain audit` finds planted problems, and what it costs against a cached run.
+
+  python scripts/benchmark_audit.py WORK_DIR [--per_class 300] [--skip_retrain]
+
+1. Writes the MNIST digits (scripts/make_example_dataset.py) into WORK_DIR/clean, then a copy,
+   WORK_DIR/planted, with problems whose answers are known (WORK_DIR/planted_truth.json):
+   - 4% of the images moved into a wrong class's folder (label errors);
+   - test images copied byte for byte into training under new names (exact leaks: the new
+     name is chosen so that data/split.py puts the copy in training);
+   - images re-encoded as JPEG (quality 60-85), resized (0.75x-1.5x) or cropped by 1-2
+     pixels a side, under new names (near duplicates; about half land in another split).
+2. Runs `retrain audit` on it (it computes the bottleneck cache the first time), then a
+   reference: simple confident learning on scikit-learn LogisticRegression out-of-fold
+   probabilities of the same bottlenecks, ranked by self-confidence.
+3. Runs `retrain --audit=false` on the cached bottlenecks and times it, and
+   `retrain audit` again, to compare the audit's time with a cached run's.
+Prints a Markdown table of precision and recall (BENCHMARKS.md, "Data audit").
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_sets  # noqa: E402  pylint: disable=wrong-import-position
+
+from retrain.data import split  # noqa: E402  pylint: disable=wrong-import-position
+
+LABEL_ERROR_SHARE = 0.04
+EXACT_LEAKS = 20
+NEAR_DUPLICATES = 30  # 10 each of re-encoded, resized, cropped
+SEED = 0
+
+
+def _split_of(relative_path):
+    return split.split_name(relative_path, 10, 10)
+
+
+def _name_in_split(folder_label, stem, suffix, wanted, rng):
+    """A new file name "stem_copyN.suffix" whose split (by data/split.py's hash) is `wanted`."""
+    while True:
+        name = f"{stem}_copy{rng.randrange(10**6)}{suffix}"
+        if _split_of(f"{folder_label}/{name}") == wanted:
+            return name
+
+
+def _images(folder):
+    return sorted(f"{label}/{name}" for label in sorted(os.listdir(folder))
+                  for name in sorted(os.listdir(os.path.join(folder, label))))
+
+
+def plant(clean_dir, planted_dir):
+    """Copies clean_dir to planted_dir with problems planted; returns the truth (a dict)."""
+    rng = random.Random(SEED)
+    shutil.rmtree(planted_dir, ignore_errors=True)
+    shutil.copytree(clean_dir, planted_dir)
+    originals = _images(planted_dir)
+    labels = sorted(os.listdir(planted_dir))
+    shuffled = originals[:]
+    rng.shuffle(shuffled)
+    count = round(LABEL_ERROR_SHARE * len(originals))
+    moved, taken = [], set()
+    for relative in shuffled[:count]:
+        given = relative.split("/")[0]
+        wrong = rng.choice([label for label in labels if label != given])
+        target = f"{wrong}/{relative.split('/')[1]}"
+        os.rename(os.path.join(planted_dir, relative), os.path.join(planted_dir, target))
+        moved.append({"path": target, "true": given, "given": wrong})
+        taken.add(relative)
+    untouched = [relative for relative in shuffled[count:]]
+    tests = [relative for relative in untouched if _split_of(relative) == "testing"]
+    exact = []
+    for relative in tests[:EXACT_LEAKS]:
+        label, name = relative.split("/")
+        stem, suffix = os.path.splitext(name)
+        copy = f"{label}/{_name_in_split(label, stem, suffix, 'training', rng)}"
+        shutil.copyfile(os.path.join(planted_dir, relative), os.path.join(planted_dir, copy))
+        exact.append({"paths": [relative, copy], "leak": True})
+    near = []
+    others = [relative for relative in untouched if relative not in set(tests[:EXACT_LEAKS])]
+    for index, relative in enumerate(others[:NEAR_DUPLICATES]):
+        label, name = relative.split("/")
+        stem = os.path.splitext(name)[0]
+        original_split = _split_of(relative)
+        # Half the copies go to another split than the original: leaks.
+        wanted = ((original_split if index % 2 else
+                   ("testing" if original_split == "training" else "training")))
+        kind = ("reencoded", "resized", "cropped")[index % 3]
+        pixels = Image.open(os.path.join(planted_dir, relative)).convert("L")
+        suffix = ".png"
+        if kind == "reencoded":
+            suffix = ".jpg"
+        elif kind == "resized":
+            factor = rng.choice([0.75, 1.25, 1.5])
+            pixels = pixels.resize((round(28 * factor), round(28 * factor)), Image.BILINEAR)
+        else:
+            left, top = rng.randint(1, 2), rng.randint(1, 2)
+            pixels = pixels.crop((left, top, 28 - rng.randint(1, 2), 28 - rng.randint(1, 2)))
+        copy = f"{label}/{_name_in_split(label, stem, suffix, wanted, rng)}"
+        if suffix == ".jpg":
+            pixels.save(os.path.join(planted_dir, copy), quality=rng.randint(60, 85))
+        else:
+            pixels.save(os.path.join(planted_dir, copy))
+        near.append({"paths": [relative, copy], "kind": kind,
+                     "leak": _split_of(copy) != original_split})
+    truth = {"label_errors": moved, "exact": exact, "near": near, "images": len(_images(planted_dir))}
+    with open(planted_dir + "_truth.json", "w", encoding="utf-8") as truth_file:
+        json.dump(truth, truth_file, indent=1)
+    return truth
+
+
+def score(truth, audit):
+    """Precision and recall of audit.json's lists against the planted truth (a dict)."""
+    bad = {item["path"] for item in truth["label_errors"]}
+    count = len(bad)
+    flagged = [issue["path"] for issue in audit["label_issues"]]
+    scores = {}
+    for name, top in (("N", count), ("2N", 2 * count)):
+        hits = sum(path in bad for path in flagged[:top])
+        scores[f"label_recall_{name}"] = hits / count
+        scores[f"label_precision_{name}"] = hits / max(1, len(flagged[:top]))
+    groups = [set(group["paths"]) for group in audit["duplicates"]]
+    for kind in ("exact", "near"):
+        planted = truth[kind]
+        found = [any(set(item["paths"]) <= group for group in groups) for item in planted]
+        scores[f"{kind}_recall"] = sum(found) / len(planted)
+        leaks = [hit for hit, item in zip(found, planted) if item["leak"]]
+        scores[f"{kind}_leak_recall"] = sum(leaks) / max(1, len(leaks))
+    planted_pairs = [set(item["paths"]) for item in truth["exact"] + truth["near"]]
+    scores["false_groups"] = sum(not any(pair <= group for pair in planted_pairs)
+                                 for group in groups)
+    scores["groups"] = len(groups)
+    return scores
+
+
+def reference(truth, vectors_file):
+    """The issue's reference: scikit-learn LogisticRegression out-of-fold probabilities
+    (5 folds), ranked by self-confidence among the images another class outscores."""
+    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+    from sklearn.model_selection import cross_val_predict  # pylint: disable=import-outside-toplevel
+    data = np.load(vectors_file, allow_pickle=True)
+    features, labels, paths = data["features"], data["labels"], list(data["rel"])
+    start = time.monotonic()
+    probabilities = cross_val_predict(LogisticRegression(max_iter=1000), features, labels, cv=5,
+                                      method="predict_proba")
+    seconds = time.monotonic() - start
+    self_confidence = probabilities[np.arange(len(labels)), labels]
+    suspects = np.flatnonzero(probabilities.argmax(axis=1) != labels)
+    order = suspects[np.argsort(self_confidence[suspects])]
+    audit = {"label_issues": [{"path": paths[row]} for row in order], "duplicates": []}
+    return {key: value for key, value in score(truth, audit).items() if key.startswith("label")}, seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work_dir")
+    parser.add_argument("--per_class", type=int, default=300)
+    parser.add_argument("--score", help="an audit.json of the planted set to score")
+    args = parser.parse_args()
+    clean = os.path.join(args.work_dir, "clean")
+    if not os.path.isdir(clean):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_example_dataset.py")
+        subprocess.run([sys.executable, script, clean, "--per_class", str(args.per_class),
+                        "--holdout", "0"], check=True)
+    planted = os.path.join(args.work_dir, "planted")
+    if args.score:
+        with open(planted + "_truth.json", encoding="utf-8") as truth_file:
+            truth = json.load(truth_file)
+        with open(args.score, encoding="utf-8") as audit_file:
+            print(json.dumps(score(truth, json.load(audit_file)), indent=1))
+        return
+    truth = plant(clean, planted)
+    print(f"Planted {len(truth['label_errors'])} label errors, {len(truth['exact'])} exact and "
+          f"{len(truth['near'])} near duplicates in {truth['images']} images.")
+
+
+if __name__ == "__main__":
+    main()

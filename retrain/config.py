@@ -143,6 +143,8 @@ class RetrainConfig:
     tflite_int8_input: str = "float32"
     # int8 only: training images that calibrate activation ranges (TFLite suggests 100-500).
     tflite_representative_images: int = 100
+    # ONNX export (retrain.export.onnx_export; the `onnx` extra). None: no .onnx is written.
+    onnx_output_file: Optional[str] = None
 
     def any_distortion(self):
         """True if a distortion flag is on."""

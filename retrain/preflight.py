@@ -7,6 +7,7 @@ Nothing here imports TensorFlow (a test checks it).
 """
 
 import dataclasses
+import importlib.util
 import os
 
 from retrain.data import dataset
@@ -55,6 +56,19 @@ def check_settings(config):
                           config.tflite_int8_input)
     sampling.check_class_balance(config.class_balance)
     check_module_handle(config.tfhub_module)
+    check_onnx_extra(config.onnx_output_file)
+
+
+def check_onnx_extra(onnx_output_file):
+    """Raises UserError if --onnx_output_file is set but the `onnx` extra is not installed:
+    found before training, not after it."""
+    if not onnx_output_file:
+        return
+    missing = [name for name in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--onnx_output_file={onnx_output_file!r} needs {' and '.join(missing)}, "
+                        "which is not installed; run `pip install 'retrain[onnx]'`, or drop "
+                        "--onnx_output_file.")
 
 
 def distortions(config):
@@ -87,6 +101,8 @@ def check_outputs_writable(config):
     }
     if config.tflite_output_file:
         folders["--tflite_output_file"] = os.path.dirname(os.path.abspath(config.tflite_output_file))
+    if config.onnx_output_file:
+        folders["--onnx_output_file"] = os.path.dirname(os.path.abspath(config.onnx_output_file))
     for flag, folder in folders.items():
         try:
             # Leaves no folder behind: a run that fails a later setup check writes nothing.

@@ -30,7 +30,10 @@ def define_flags(flag_values=FLAGS):
     string("saved_model_dir", "retrain_output/saved_model", "The SavedModel that retrain exported.")
     string("tflite_model", None, "A .tflite file that retrain wrote (--tflite_output_file), used "
            "instead of --saved_model_dir.")
-    string("labels", None, "Labels file of --tflite_model. Default: <name>_labels.txt beside it.")
+    string("onnx_model", None, "An .onnx file that retrain wrote (--onnx_output_file), used "
+           "instead of --saved_model_dir; needs onnxruntime (pip install 'retrain[onnx]').")
+    string("labels", None, "Labels file of --tflite_model or --onnx_model. Default: "
+           "<name>_labels.txt beside it.")
     flags.DEFINE_multi_string("image", [], "Image file to label; repeat the flag, or list files "
                               "after it.", flag_values=flag_values)
     string("image_dir", None, "Label every image in this folder (recursively), in batches.")
@@ -59,10 +62,12 @@ def define_flags(flag_values=FLAGS):
 
 def image_paths(images, image_dir, extra_args):
     """The files to label: --image values, positional arguments, then --image_dir's files."""
-    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
     paths = list(images) + list(extra_args)
     if image_dir:
-        paths += label_image.find_image_files(image_dir)
+        # label_image.find_image_files's walk, without importing label_image (TensorFlow).
+        if not os.path.isdir(image_dir):
+            raise UserError(f"--image_dir {image_dir!r} is not a folder; pass a folder of images.")
+        paths += dataset.list_files(image_dir)
     if not paths:
         raise UserError("No images given; pass --image FILE [FILE ...] or --image_dir FOLDER.")
     return paths
@@ -96,11 +101,15 @@ def format_json(prediction, top):
                   json.dumps(record, ensure_ascii=False))
 
 
-def load_model(saved_model_dir, tflite_model=None, labels=None):
-    """The classifier to label with: the .tflite file if one is given, else the SavedModel."""
+def load_model(saved_model_dir, tflite_model=None, labels=None, onnx_model=None):
+    """The classifier to label with: the .tflite or .onnx file if one is given, else the
+    SavedModel."""
     if tflite_model:
         from retrain.predict import tflite_runtime  # pylint: disable=import-outside-toplevel
         return tflite_runtime.load_classifier(tflite_model, labels)
+    if onnx_model:
+        from retrain.predict import onnx_runtime  # pylint: disable=import-outside-toplevel
+        return onnx_runtime.load_classifier(onnx_model, labels)
     if labels:
         raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
                         "labels); pass --tflite_model too, or drop --labels.")
@@ -109,10 +118,18 @@ def load_model(saved_model_dir, tflite_model=None, labels=None):
 
 
 def label_files(paths, saved_model_dir, output_format, count, batch_size, tflite_model=None,
-                labels=None, unknown_threshold=None):
-    """Prints predictions for every path; returns how many images could not be labelled."""
-    from retrain.predict import label_image  # pylint: disable=import-outside-toplevel
-    classifier = load_model(saved_model_dir, tflite_model, labels)
+                labels=None, unknown_threshold=None, onnx_model=None):
+    """Prints predictions for every path; returns how many images could not be labelled.
+
+    A .tflite or .onnx model is run by predict/predictions.py, which imports no TensorFlow
+    (the same reader and the same numbers as label_image's); a SavedModel by label_image.
+    """
+    # pylint: disable=import-outside-toplevel
+    if tflite_model or onnx_model:
+        from retrain.predict import predictions as label_image
+    else:
+        from retrain.predict import label_image
+    classifier = load_model(saved_model_dir, tflite_model, labels, onnx_model)
     failures = 0
     for prediction in label_image.classify_files(classifier, paths, batch_size,
                                                  unknown_threshold=unknown_threshold):
@@ -178,7 +195,8 @@ def check_precision(precision_name, tflite_model):
 
 HELP = command.HelpPage(
     program="label_image",
-    usage="[--saved_model_dir FOLDER | --tflite_model FILE] (--image FILE ... | --image_dir FOLDER)",
+    usage="[--saved_model_dir FOLDER | --tflite_model FILE | --onnx_model FILE] "
+          "(--image FILE ... | --image_dir FOLDER)",
     summary=(
         "Prints the top predictions of a classifier that retrain exported, for one image or "
         "many: 'label score' lines (after each image's path when there are several), or one "
@@ -189,10 +207,11 @@ HELP = command.HelpPage(
         "label_image --saved_model_dir out/saved_model --image photo.jpg",
         "label_image --saved_model_dir out/saved_model --image_dir new_photos --output_format json",
         "label_image --tflite_model out/model.tflite --image photo.jpg",
+        "label_image --onnx_model out/model.onnx --image photo.jpg",
         "label_image --saved_model_dir out/saved_model --image_dir test_photos --evaluate",
     ],
     groups=[
-        ("Model", ["saved_model_dir", "tflite_model", "labels"]),
+        ("Model", ["saved_model_dir", "tflite_model", "onnx_model", "labels"]),
         ("Images", ["image", "image_dir"]),
         ("Output", ["num_top_predictions", "output_format", "unknown_threshold", "evaluate",
                     "report_dir"]),
@@ -203,9 +222,12 @@ HELP = command.HelpPage(
 def main(argv):
     try:
         check_before_tensorflow(argv[1:])
-        console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
-        from retrain.runtime import devices  # pylint: disable=import-outside-toplevel
-        devices.configure_threads()  # Before TensorFlow runs anything.
+        if uses_tensorflow():
+            console.configure_logging()  # Imports TensorFlow: the seconds a Ctrl-C most often hits.
+            from retrain.runtime import devices  # pylint: disable=import-outside-toplevel
+            devices.configure_threads()  # Before TensorFlow runs anything.
+        else:
+            console.configure_log_format()
         with precision.forward_in(FLAGS.precision):
             if FLAGS.evaluate:
                 return evaluate_folder(FLAGS.saved_model_dir, FLAGS.image_dir, FLAGS.batch_size,
@@ -214,7 +236,7 @@ def main(argv):
             failures = label_files(paths, FLAGS.saved_model_dir, FLAGS.output_format,
                                    FLAGS.num_top_predictions, FLAGS.batch_size,
                                    FLAGS.tflite_model, FLAGS.labels,
-                                   FLAGS.unknown_threshold)
+                                   FLAGS.unknown_threshold, FLAGS.onnx_model)
     except UserError as error:
         console.print_error("label_image", error)
         return 2
@@ -224,10 +246,16 @@ def main(argv):
     return 1 if failures else 0
 
 
+def uses_tensorflow():
+    """False when labelling with a .tflite or .onnx model: predictions.py runs those without
+    importing TensorFlow (a .tflite needs ai_edge_litert for that, else tf.lite is used)."""
+    return FLAGS.evaluate or not (FLAGS.tflite_model or FLAGS.onnx_model)
+
+
 def check_before_tensorflow(file_args):
     """Raises UserError for flags, files and folders that cannot work, before the slow
     TensorFlow import: which model, which images, and the precision."""
-    check_precision(FLAGS.precision, FLAGS.tflite_model)
+    check_precision(FLAGS.precision, FLAGS.tflite_model or FLAGS.onnx_model)
     if FLAGS.evaluate:
         if FLAGS.image or file_args:
             raise UserError("--evaluate reads the labels from --image_dir's subfolders; "
@@ -240,18 +268,26 @@ def check_before_tensorflow(file_args):
     if FLAGS.image_dir and not os.path.isdir(FLAGS.image_dir):
         raise UserError(f"--image_dir {dataset.display_path(FLAGS.image_dir)!r} is not a folder; "
                         "pass a folder of images.")
-    check_model_path(FLAGS.saved_model_dir, FLAGS.tflite_model, FLAGS.labels)
+    check_model_path(FLAGS.saved_model_dir, FLAGS.tflite_model, FLAGS.labels, FLAGS.onnx_model)
 
 
-def check_model_path(saved_model_dir, tflite_model, labels):
+def check_model_path(saved_model_dir, tflite_model, labels, onnx_model=None):
     """Raises UserError unless the model to label with is there (its contents are checked
     when it is loaded)."""
+    if tflite_model and onnx_model:
+        raise UserError(f"--tflite_model={tflite_model!r} and --onnx_model={onnx_model!r} both "
+                        "name a model; pass one of them.")
+    if onnx_model:
+        from retrain.predict import onnx_runtime  # pylint: disable=import-outside-toplevel
+        onnx_runtime.check_onnx_files(onnx_model, labels)
+        onnx_runtime.check_onnxruntime()
+        return
     if tflite_model:
         model_files.check_tflite_files(tflite_model, labels)
         return
     if labels:
-        raise UserError(f"--labels={labels!r} goes with --tflite_model (a SavedModel carries its "
-                        "labels); pass --tflite_model too, or drop --labels.")
+        raise UserError(f"--labels={labels!r} goes with --tflite_model or --onnx_model (a "
+                        "SavedModel carries its labels); pass one of them too, or drop --labels.")
     model_files.check_saved_model_dir(saved_model_dir)
 
 

@@ -165,6 +165,10 @@ def define_tflite_flags(flag_values):
     flags.DEFINE_integer("tflite_representative_images", _DEFAULTS.tflite_representative_images,
                          "For int8: how many training images calibrate the quantization.",
                          lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_string("onnx_output_file", None, "Also write an ONNX model here (e.g. "
+                        "model.onnx; needs pip install 'retrain[onnx]'), its labels beside it as "
+                        "<name>_labels.txt, and its test accuracy and size into metrics.json.",
+                        flag_values=flag_values)
 
 
 def parse_image_size(text):

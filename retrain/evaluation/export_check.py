@@ -1,5 +1,6 @@
-"""Checking the TensorFlow Lite export: convert, write, then score it on the test split next
-to the SavedModel (same images, same decoding), and warn if quantization cost accuracy."""
+"""Checking the TensorFlow Lite and ONNX exports: convert, write, then score each on the test
+split next to the SavedModel (same images, same decoding), and warn if quantization cost
+accuracy."""
 
 import dataclasses
 import os
@@ -7,6 +8,8 @@ import os
 from absl import logging
 import numpy as np
 
+from retrain.data import images
+from retrain.export import onnx_export
 from retrain.export import tflite_metadata
 from retrain.export.tflite_export import convert
 from retrain.export.tflite_export import representative_dataset
@@ -14,6 +17,7 @@ from retrain.export.tflite_export import sample_paths
 from retrain.export.tflite_export import write_tflite
 from retrain.export.tflite_settings import check_settings
 from retrain.predict import label_image
+from retrain.predict import onnx_runtime
 from retrain.predict.tflite_runtime import load_classifier
 
 
@@ -44,6 +48,21 @@ class TFLiteReport:
     # Whether the file carries TFLite metadata (labels, normalization) for MediaPipe Tasks and
     # the Task Library: False when the `metadata` extra (mediapipe) is not installed.
     metadata: bool = False
+
+
+@dataclasses.dataclass
+class ONNXReport:
+    """What export_and_evaluate_onnx measured; goes into metrics.json under "onnx"."""
+
+    file: str
+    labels_file: str
+    size_bytes: int
+    saved_model_size_bytes: int
+    test_count: int
+    test_top1_accuracy: float  # nan without test images
+    saved_model_test_top1_accuracy: float  # on the same test images
+    top1_agreement_with_saved_model: float  # fraction of test images with the same top-1 label
+    accuracy_drop_points: float  # SavedModel minus ONNX accuracy, in percentage points
 
 
 def predict_files(classifier, paths, batch_size, max_pixels):
@@ -91,6 +110,29 @@ def export_and_evaluate(settings, saved_model_dir, labels, image_size, training_
         saved_model_size_bytes=directory_size(saved_model_dir), test_count=len(truth),
         metadata=has_metadata, **scores)
     log_report(report)
+    return report
+
+
+def export_and_evaluate_onnx(output_file, saved_model_dir, labels, test_images,
+                             reference_probabilities, batch_size=32,
+                             max_pixels=images.DEFAULT_MAX_PIXELS):
+    """Converts, writes and evaluates the .onnx (with onnxruntime); logs and returns an
+    ONNXReport. Arguments as export_and_evaluate's."""
+    model_bytes = onnx_export.convert(saved_model_dir)
+    labels_file = onnx_export.write_onnx(model_bytes, output_file, labels)
+    classifier = onnx_runtime.load_classifier(output_file, labels_file)
+    probabilities = predict_files(classifier, [image.path for image in test_images], batch_size,
+                                  max_pixels)
+    truth = np.array([image.label_index for image in test_images], np.int64)
+    scores = compare_predictions(probabilities, reference_probabilities, truth)
+    report = ONNXReport(file=output_file, labels_file=labels_file, size_bytes=len(model_bytes),
+                        saved_model_size_bytes=directory_size(saved_model_dir),
+                        test_count=len(truth), **scores)
+    logging.info("ONNX: %.2f MB vs SavedModel %.2f MB; test accuracy %.1f%% vs %.1f%% (N=%d), "
+                 "same top-1 as the SavedModel on %.1f%%.", report.size_bytes / 1e6,
+                 report.saved_model_size_bytes / 1e6, report.test_top1_accuracy * 100,
+                 report.saved_model_test_top1_accuracy * 100, report.test_count,
+                 report.top1_agreement_with_saved_model * 100)
     return report
 
 

@@ -133,7 +133,8 @@ print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"
     "${repo_dir}/pyproject.toml" >"${workdir}/build-requirements.txt"
 standin_recipe=2  # bump when make_standin changes
 standin_key="$( (echo "${standin_recipe}"; cat "${repo_dir}/requirements.txt" \
-    "${repo_dir}/docker/requirements/common.txt" "${workdir}/build-requirements.txt") \
+    "${repo_dir}/docker/requirements/common.txt" "${workdir}/build-requirements.txt" \
+    "${repo_dir}/requirements-light.txt") \
     | sha256sum | cut -c 1-12)"
 base_image="retrain-e2e/tensorflow:${tf_version}-${standin_key}"
 
@@ -157,6 +158,7 @@ make_standin() {
         -r "${repo_dir}/requirements.txt" \
         -r "${repo_dir}/docker/requirements/common.txt" \
         -r "${workdir}/build-requirements.txt" \
+        -r "${repo_dir}/requirements-light.txt" \
         >"${workdir}/pip-download.log" 2>&1 &
     download_pid=$!
     mirror="${RETRAIN_E2E_MIRROR:-$(debian_mirror)}"
@@ -242,10 +244,13 @@ fi
 
 phase "retrain (uid 4242)"
 "${in_container[@]}" -v "${images}:/images:ro" -v "${out}:/out" -v "${cache}:/cache" \
-    "${image}" retrain "${retrain_flags[@]}" >"${workdir}/retrain.log" 2>&1 \
+    "${image}" retrain "${retrain_flags[@]}" --tflite_output_file=/out/model.tflite \
+    >"${workdir}/retrain.log" 2>&1 \
     || { tail -n 30 "${workdir}/retrain.log" >&2; fail "retrain in the container"; }
 [[ "$(cat "${out}/output_labels.txt")" == $'blue\ngreen\nred' ]] || fail "output_labels.txt"
-[[ -f "${out}/saved_model/saved_model.pb" ]] || fail "no saved_model/saved_model.pb"
+# saved_model/ holds the SavedModel itself or in a numbered version folder (TF Serving's layout).
+[[ -f "${out}/saved_model/saved_model.pb" || -f "${out}/saved_model/1/saved_model.pb" ]] \
+    || fail "no saved_model.pb in saved_model/ or saved_model/1/"
 "${python}" -c 'import json, sys; json.load(open(sys.argv[1]))' "${out}/metrics.json" \
     || fail "metrics.json does not parse"
 [[ -n "$(find "${out}/summaries" -type f)" ]] || fail "no TensorBoard summaries"
@@ -285,6 +290,28 @@ passed "label_image in a pipeline: one JSON line per image, the right top label"
 [[ ${statuses[0]} != 0 ]] || fail "label_image exited 0 although an image was missing"
 passed "label_image's failure is the container's exit status (${statuses[0]})"
 
+phase "slim image (label_image without TensorFlow)"
+light_image="${image_name}-light:latest"
+docker build -f "${repo_dir}/docker/Dockerfile.light" --build-arg "BASE_IMAGE=${base_image}" \
+    --tag "${light_image}" "${repo_dir}" >"${workdir}/build-light.log" 2>&1 \
+    || { tail -n 40 "${workdir}/build-light.log" >&2; fail "slim image build"; }
+light_said="$(docker run --rm --user "${run_uid}" --read-only --tmpfs /tmp -v "${out}:/out:ro" \
+    -v "${images}:/new:ro" "${light_image}" label_image --tflite_model /out/model.tflite \
+    --image /new/red/red_000.png 2>"${workdir}/label_image-light.log")" \
+    || fail "label_image in the slim image (log: $(tail -n 5 "${workdir}/label_image-light.log"))"
+full_said="$(docker run --rm --read-only --tmpfs /tmp -v "${out}:/out:ro" -v "${images}:/new:ro" \
+    "${image}" label_image --tflite_model /out/model.tflite --image /new/red/red_000.png \
+    2>/dev/null)" || fail "label_image --tflite_model in the full image"
+[[ "${light_said}" == "red "* && "${light_said}" == "${full_said}" ]] \
+    || fail "the slim image said ${light_said}, the full one ${full_said}"
+passed "the slim image labels with the .tflite as the full image does"
+if docker run --rm "${light_image}" python3 -c 'import tensorflow' >/dev/null 2>&1; then
+    fail "the slim image has TensorFlow"
+fi
+passed "the slim image has no TensorFlow"
+log "image sizes: full $(docker image inspect --format '{{.Size}}' "${image}") bytes," \
+    "slim $(docker image inspect --format '{{.Size}}' "${light_image}") bytes"
+
 phase "docker run --cpus 1"
 # A CPU quota leaves the cores TensorFlow sees as they are: retrain reads the quota instead.
 if (( $(nproc) >= 2 )); then
@@ -308,7 +335,8 @@ RETRAIN_IMAGE="${image}" RETRAIN_DOCKER_CACHE="${cache}" \
     "${repo_dir}/scripts/retrain.sh" "${images}" "${awkward}/out" "${retrain_flags[@]}" \
     >"${workdir}/retrain-script.log" 2>&1 \
     || { tail -n 30 "${workdir}/retrain-script.log" >&2; fail "scripts/retrain.sh"; }
-[[ -f "${awkward}/out/saved_model/saved_model.pb" ]] || fail "scripts/retrain.sh wrote no model"
+[[ -f "${awkward}/out/saved_model/saved_model.pb" \
+    || -f "${awkward}/out/saved_model/1/saved_model.pb" ]] || fail "scripts/retrain.sh wrote no model"
 labels="$(cd "${images}" && RETRAIN_IMAGE="${image}" \
     "${repo_dir}/scripts/label_image.sh" "${awkward}/out" green/green_002.png \
     2>"${workdir}/label_image-script.log")"

@@ -10,6 +10,7 @@ from absl import logging
 import numpy as np
 
 from retrain import preflight
+from retrain.audit import audit
 from retrain.data import dataset
 from retrain.data import distortion_settings
 from retrain.data import split
@@ -46,6 +47,7 @@ class RunResult:
     fine_tune: finetune.FineTuneResult = None  # None without --fine_tune
     # The distorted training variants (augmentation.AugmentationResult; copies 0 when off).
     augmentation: object = None
+    audit: object = None  # audit.AuditResult; None with --audit=false
     trust: trust_lib.Trust = None  # the temperature and the unknown detector exported
     calibration: dict = None  # metrics.json's "calibration": ECE before/after on the test split
     test_unknown_share: float = None  # known test images the exported model calls unknown
@@ -79,6 +81,12 @@ def run(config, checked=None):
         dataset.check_every_class_has_images(collection)
         splits = split.split_images(collection.images, collection.labels,
                                     config.validation_percentage, config.testing_percentage)
+    audited = None
+    if config.audit or config.exclude_flagged:
+        with timer("audit"):
+            audited = audit_data(config, vectors, splits, collection.labels)
+        if audited and config.exclude_flagged:
+            splits = exclude_flagged(splits, audited, len(collection.labels))
     data = split_arrays(vectors, splits)
     _log_split_sizes(collection.labels, splits)
     with timer("augmentation"):
@@ -132,7 +140,7 @@ def run(config, checked=None):
     result = RunResult(collection.labels, test, history, skipped,
                        vectors.computed + augmented.computed, timer.seconds,
                        classification=classification, tflite=tflite, fine_tune=fine_tuned,
-                       augmentation=augmented, trust=trust, calibration=calibration,
+                       augmentation=augmented, audit=audited, trust=trust, calibration=calibration,
                        test_unknown_share=unknown_share(trust, head, data["testing"]), onnx=onnx)
     write_metrics(config, module, result)
     _log_summary(result)
@@ -269,6 +277,48 @@ def unknown_share(trust, head, testing):
     return float(np.mean(scores > trust.detector.threshold))
 
 
+def audit_data(config, vectors, splits, labels):
+    """The data audit (retrain.audit) of the bottlenecks, written to <output_dir>/audit.json
+    and audit.html; None when the bottlenecks are too large for memory (read from disk)."""
+    if not isinstance(vectors.features, np.ndarray):
+        logging.info("Audit: skipped, the bottlenecks do not fit in memory (--bottleneck_memory_mb).")
+        return None
+    split_of = {image.relative_path: name for name, images in splits.items() for image in images}
+    result = audit.audit_images(vectors.image_files, vectors.features, labels, split_of,
+                                config.image_dir, config.random_seed)
+    audit.write_audit(result, config.output_dir)
+    return result
+
+
+def exclude_flagged(splits, audited, num_classes):
+    """splits with the images the audit flags left out of training (no file is touched); a
+    class that would have no training image left keeps its flagged ones."""
+    flagged = audited.flagged_training_paths()
+    kept = [image for image in splits["training"] if image.relative_path not in flagged]
+    emptied = set(range(num_classes)) - {image.label_index for image in kept}
+    kept = [image for image in splits["training"]
+            if image.relative_path not in flagged or image.label_index in emptied]
+    logging.info("Left %d flagged image(s) out of training (--exclude_flagged).",
+                 len(splits["training"]) - len(kept))
+    return {**splits, "training": kept}
+
+
+def audit_folder(config, checked=None):
+    """`retrain audit`: the bottlenecks (from the cache, or computed into it), then the audit.
+
+    Returns:
+      audit.AuditResult, or None when the bottlenecks do not fit in memory.
+    """
+    config = config.resolved()
+    checked = checked or preflight.check_run(config)
+    module = resolve(config)
+    vectors = bottlenecks.get_bottlenecks(in_split_order(checked.splits), module,
+                                          config.bottleneck_dir, config.bottleneck_batch_size,
+                                          config.max_image_pixels, memory_budget(config),
+                                          precision=config.bottleneck_precision)
+    return audit_data(config, vectors, checked.splits, checked.collection.labels)
+
+
 def memory_budget(config):
     """Bytes the bottlenecks may take in memory; None: bottlenecks.default_memory_budget()."""
     return None if config.bottleneck_memory_mb is None else config.bottleneck_memory_mb << 20
@@ -346,6 +396,8 @@ def write_metrics(config, module, result):
         metrics["regularization"] = result.history.regularization
     if result.augmentation:
         metrics["augmentation"] = result.augmentation.as_dict()
+    if result.audit:
+        metrics["audit"] = audit.metrics_entry(result.audit)
     if result.tflite:
         metrics["tflite"] = dataclasses.asdict(result.tflite)
     if result.onnx:

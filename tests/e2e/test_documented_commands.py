@@ -157,6 +157,10 @@ JOURNEYS = {
         why="what it shows is '0 bottlenecks computed'; the first retrain ran the 4000 steps",
         needs_beam=True, stderr=(r"Done\. 0 bottlenecks computed",),
         files=("retrain_output/saved_model/saved_model.pb",)),
+    "retrain audit --image_dir photos --output_dir out": Journey(
+        why="the bottlenecks of the first retrain (same --output_dir) are reused",
+        files=("out/audit.json", "out/audit.html"), stderr=(r"Audit: \d+ possible label errors",),
+        check=lambda workspace, _: _has_audit_lists(workspace / "out/audit.json")),
     "label_image --saved_model_dir out/saved_model --image some.jpg": Journey(
         stdout=(LABEL_LINE,),
         check=lambda _, result: _label_lines_only(result.stdout, len(CLASSES))),
@@ -177,6 +181,12 @@ JOURNEYS = {
     "label_image --tflite_model model.tflite --image_dir new_photos": Journey(
         check=_labels_per_image(9)),
 }
+
+
+def _has_audit_lists(path):
+    written = json.loads(path.read_text())
+    assert {"label_issues", "duplicates", "outliers", "counts"} <= set(written), sorted(written)
+    assert written["counts"]["images"] == len(CLASSES) * PHOTOS_PER_CLASS, written["counts"]
 
 
 def _has_files(folder, pattern):

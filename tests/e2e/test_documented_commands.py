@@ -86,15 +86,28 @@ def _both(*checks):
 
 
 def _labels_per_image(count, top=len(CLASSES)):
-    """stdout as label_image prints several images: a path line, then `top` label lines."""
+    """stdout as label_image prints several images: a path line, `unknown <score>` if the
+    image is unknown (any image may be: the threshold keeps 95% of known ones known), then
+    `top` label lines."""
     def check(_, result):
-        lines = result.stdout.splitlines()
-        assert len(lines) == count * (top + 1), result.stdout
-        for start in range(0, len(lines), top + 1):
-            assert not re.match(r"^\S+ [01]\.\d+$", lines[start]), lines[start]
-            for line in lines[start + 1:start + 1 + top]:
+        blocks = []
+        for line in result.stdout.splitlines():
+            if re.match(r"^\S+ -?\d+\.\d+$", line):
+                assert blocks, f"a score line before any path line: {line}"
+                blocks[-1].append(line)
+            else:
+                blocks.append([line])
+        assert len(blocks) == count, result.stdout
+        for _, *lines in blocks:
+            assert len(lines) == top + _is_unknown_line(lines[:1]), lines
+            for line in lines[_is_unknown_line(lines[:1]):]:
                 assert re.match(r"^\S+ [01]\.\d+$", line), line
     return check
+
+
+def _is_unknown_line(lines):
+    """1 if the first of lines is label_image's `unknown <score>` line, else 0."""
+    return int(bool(lines) and re.match(r"^unknown -?\d+\.\d+$", lines[0]) is not None)
 
 
 def _json_lines(folder):
@@ -106,12 +119,14 @@ def _json_lines(folder):
         assert sorted(os.path.normpath(record["path"]) for record in records) == images
         for record in records:
             assert set(record["labels"]) == set(CLASSES), record
+            assert isinstance(record["unknown"], bool), record
+            assert isinstance(record["unknown_score"], float), record
             assert len(record["scores"]) == len(CLASSES), record
             assert record["scores"] == sorted(record["scores"], reverse=True), record
     return check
 
 
-_RETRAIN_OUTPUTS = ("saved_model/saved_model.pb", "output_labels.txt", "metrics.json",
+_RETRAIN_OUTPUTS = ("saved_model/1/saved_model.pb", "output_labels.txt", "metrics.json",
                     "report.html", "training_curves.png", "confusion_matrix.png",
                     "training_log.txt")
 
@@ -122,7 +137,7 @@ JOURNEYS = {
         why="runs in the workspace's copy of scripts/, whose .venv is the suite's environment "
             "with pip stubbed out (offline: no reinstall), on example/digits made beforehand "
             "with --per_class 20 (200 digits; the full 4,950 take 1-2 minutes)",
-        files=("example/output/saved_model/saved_model.pb", "example/output/metrics.json"),
+        files=("example/output/saved_model/1/saved_model.pb", "example/output/metrics.json"),
         stderr=(PASSES_LINE, r"Final test accuracy = [\d.]+% \(N=\d+\)"),
         check=_labels_per_image(5, top=3), timeout=300),
     "retrain --image_dir photos --output_dir out": Journey(
@@ -156,7 +171,7 @@ JOURNEYS = {
         extra_flags="--how_many_training_steps 200",
         why="what it shows is '0 bottlenecks computed'; the first retrain ran the 4000 steps",
         needs_beam=True, stderr=(r"Done\. 0 bottlenecks computed",),
-        files=("retrain_output/saved_model/saved_model.pb",)),
+        files=("retrain_output/saved_model/1/saved_model.pb",)),
     "retrain audit --image_dir photos --output_dir out": Journey(
         why="the bottlenecks of the first retrain (same --output_dir) are reused",
         files=("out/audit.json", "out/audit.html"), stderr=(r"Audit: \d+ possible label errors",),
@@ -168,6 +183,11 @@ JOURNEYS = {
         check=_labels_per_image(3)),
     "label_image --saved_model_dir out/saved_model --image_dir new_photos --output_format json":
         Journey(stderr=(PASSES_LINE,), check=_json_lines("new_photos")),
+    "label_image --saved_model_dir example/output/saved_model --num_top_predictions 3 --image "
+    "example/digits_holdout/7/mnist_3995.png cat.jpg coffee.jpg": Journey(
+        why="the demo's model; the three images are the workspace's stand-in photos (the "
+            "README's cat and coffee cup are scikit-image's), so which is unknown is not checked",
+        check=_labels_per_image(3, top=3)),
     "retrain --image_dir photos --output_dir out --tflite_output_file model.tflite "
     "--onnx_output_file model.onnx": Journey(
         extra_flags="--output_dir out_onnx --bottleneck_dir out/bottlenecks "
@@ -195,6 +215,7 @@ def _has_files(folder, pattern):
 
 def _label_lines_only(stdout, count):
     lines = stdout.splitlines()
+    lines = lines[_is_unknown_line(lines):]
     assert len(lines) == count and all(re.match(LABEL_LINE, line) for line in lines), stdout
 
 
@@ -246,7 +267,8 @@ NOT_RUNNABLE = {
 EXTRA_JOURNEYS = {
     "python -m retrain --image_dir photos --output_dir out_tflite --bottleneck_dir "
     "out/bottlenecks --how_many_training_steps 300 --tflite_output_file model.tflite": Journey(
-        files=("model.tflite", "model_labels.txt", "out_tflite/saved_model/saved_model.pb"),
+        files=("model.tflite", "model_labels.txt", "out_tflite/saved_model/1/saved_model.pb",
+               "model_calibration.json"),
         stderr=(r"Done\. 0 bottlenecks computed",),
         check=_both(_labels_file("model_labels.txt"),
                     _metrics("out_tflite/metrics.json", "tflite"))),

@@ -9,9 +9,9 @@ import sys
 from absl import flags
 
 from retrain import api
+from retrain import preflight
 from retrain.cli import command
 from retrain.cli import console
-from retrain.cli import retrain_command
 from retrain.cli import shared_flags
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
@@ -73,7 +73,9 @@ def main(argv):
                                       "--flag, such as --image_dir FOLDER")
     try:
         config = config_from_flags()
-        checked = retrain_command.check_before_tensorflow(config)
+        # Checked before TensorFlow is imported, with warnings in the run's format.
+        console.configure_log_format()
+        checked = preflight.check_run(config.resolved())
         console.configure_logging()
         api.configure_devices(config)
         from retrain import pipeline  # pylint: disable=import-outside-toplevel

@@ -20,6 +20,21 @@ DEFAULT_AUGMENTATION_COPIES = 4
 # crop, scale and brightness, and no flip, since a mirrored digit or letter is another symbol.
 DEFAULT_COMPARE_DISTORTIONS = {"random_crop": 10, "random_scale": 10, "random_brightness": 10}
 
+# --fine_tune_learning_rate's default per path. Whole network, SGD: on the MNIST example with
+# efficientnet_lite0, 1e-3 and 1e-4 lost validation accuracy within 50 steps; 1e-5 held it
+# (folded BatchNorm makes some kernels' gradients large). Cached top blocks, Adam (whose step
+# does not depend on a gradient's scale): BENCHMARKS.md, "Fine-tuning from the top (issue 27)".
+FINE_TUNE_WHOLE_LEARNING_RATE = 0.00001
+FINE_TUNE_TOP_LEARNING_RATE = 0.0003
+# The cached path's other settings (no flags): epochs without a better validation score
+# before it stops, dropout on the features before the new layer, the new layer's rate over
+# the network's.
+FINE_TUNE_PATIENCE = 4
+FINE_TUNE_TOP_BATCH_SIZE = 32
+FINE_TUNE_WHOLE_BATCH_SIZE = 16
+FINE_TUNE_DROPOUT = 0.2
+FINE_TUNE_HEAD_RATE_MULTIPLIER = 10.0
+
 
 @dataclasses.dataclass
 class RetrainConfig:
@@ -102,13 +117,22 @@ class RetrainConfig:
     # Fine-tuning (retrain.training.finetune): after the new layer is trained on bottlenecks, train the
     # module and the layer together on the training images, keeping the best validation step.
     fine_tune: bool = False
+    # Built-in EfficientNet-Lite backbones fine-tune their last fine_tune_top_blocks MBConv
+    # blocks (and the final 1x1 convolution) on cached activations (retrain.training.finetune_top):
+    # fine_tune_epochs epochs at most, stopping after FINE_TUNE_PATIENCE without a better
+    # validation score. Other modules, or fine_tune_top_blocks=0, train the whole network for
+    # fine_tune_steps steps (retrain.training.finetune). BENCHMARKS.md, "Fine-tuning from the
+    # top (issue 27)", has the measurements behind these numbers.
+    fine_tune_top_blocks: int = 2
+    fine_tune_epochs: int = 8
     fine_tune_steps: int = 500
-    # Small: the module's weights should move a little, not be relearnt. On the MNIST example
-    # with efficientnet_lite0, 1e-3 and 1e-4 lost validation accuracy within 50 steps; 1e-5
-    # held it and gained a little (README, "Fine-tuning").
-    fine_tune_learning_rate: float = 0.00001
+    # None: FINE_TUNE_TOP_LEARNING_RATE on the cached path (Adam), FINE_TUNE_WHOLE_LEARNING_RATE
+    # on the whole-network path (SGD with momentum).
+    fine_tune_learning_rate: Optional[float] = None
     fine_tune_momentum: float = 0.9  # SGD momentum
-    fine_tune_batch_size: int = 16  # images per step (across all devices); CPU-friendly
+    # Images per step (across all devices); None: FINE_TUNE_TOP_BATCH_SIZE on the cached path,
+    # FINE_TUNE_WHOLE_BATCH_SIZE on the whole-network path (CPU-friendly).
+    fine_tune_batch_size: Optional[int] = None
     fine_tune_eval_interval: int = 50  # steps between validation evaluations
     # Fine-tune only the module's last N layers (in the order it lists its variables); 0: all.
     fine_tune_layers: int = 0

@@ -10,6 +10,13 @@ from absl import logging
 import numpy as np
 
 from retrain import preflight
+from retrain.config import FINE_TUNE_DROPOUT
+from retrain.config import FINE_TUNE_HEAD_RATE_MULTIPLIER
+from retrain.config import FINE_TUNE_PATIENCE
+from retrain.config import FINE_TUNE_TOP_BATCH_SIZE
+from retrain.config import FINE_TUNE_TOP_LEARNING_RATE
+from retrain.config import FINE_TUNE_WHOLE_BATCH_SIZE
+from retrain.config import FINE_TUNE_WHOLE_LEARNING_RATE
 from retrain.audit import audit
 from retrain.data import dataset
 from retrain.data import distortion_settings
@@ -29,6 +36,7 @@ from retrain.runtime import devices
 from retrain.runtime import precision
 from retrain.training import checkpoint
 from retrain.training import finetune
+from retrain.training import finetune_top
 from retrain.training import train
 from retrain.training import trust as trust_lib
 
@@ -233,10 +241,20 @@ def check_training_settings(config, labels):
 
 def fine_tune(config, module, head, data, regularization=None):
     """Fine-tunes module + head on the training images (retrain.training.finetune), with the head's
-    weight decay and label smoothing (regularization: train.History.regularization)."""
+    weight decay and label smoothing (regularization: train.History.regularization).
+
+    A built-in EfficientNet-Lite backbone trains its top blocks on cached activations
+    (finetune_top); other modules, or --fine_tune_top_blocks=0, the whole network (finetune).
+    Either way the result's feature_extractor is the fine-tuned module, to export."""
+    checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
+    if config.fine_tune_top_blocks and finetune_top.splittable(module):
+        return finetune_top.fine_tune_top(module, head, data, fine_tune_top_settings(
+            config, regularization), checkpoint_dir, resume=config.resume)
     settings = finetune.FineTuneSettings(
-        steps=config.fine_tune_steps, batch_size=config.fine_tune_batch_size,
-        learning_rate=config.fine_tune_learning_rate, momentum=config.fine_tune_momentum,
+        steps=config.fine_tune_steps,
+        batch_size=config.fine_tune_batch_size or FINE_TUNE_WHOLE_BATCH_SIZE,
+        learning_rate=config.fine_tune_learning_rate or FINE_TUNE_WHOLE_LEARNING_RATE,
+        momentum=config.fine_tune_momentum,
         eval_interval=config.fine_tune_eval_interval,
         validation_batch_size=config.validation_batch_size, layers=config.fine_tune_layers,
         seed=config.random_seed, max_image_pixels=config.max_image_pixels,
@@ -245,9 +263,25 @@ def fine_tune(config, module, head, data, regularization=None):
         log_file=training_log_file(config), verbose=config.verbose,
         weight_decay=(regularization or {}).get("weight_decay") or 0.0,
         label_smoothing=config.label_smoothing)
-    checkpoint_dir = os.path.join(config.checkpoint_path, finetune.CHECKPOINT_FOLDER)
     return finetune.fine_tune(module, head, data, settings, checkpoint_dir,
                               devices.distribution_strategy(), resume=config.resume)
+
+
+def fine_tune_top_settings(config, regularization=None):
+    """finetune_top's settings from config: its distortions and copies are the run's."""
+    distortions = preflight.distortions(config) if config.any_distortion() else None
+    return finetune_top.TopFineTuneSettings(
+        blocks=config.fine_tune_top_blocks, epochs=config.fine_tune_epochs,
+        batch_size=config.fine_tune_batch_size or FINE_TUNE_TOP_BATCH_SIZE,
+        learning_rate=config.fine_tune_learning_rate or FINE_TUNE_TOP_LEARNING_RATE,
+        head_learning_rate_multiplier=FINE_TUNE_HEAD_RATE_MULTIPLIER,
+        patience=FINE_TUNE_PATIENCE, seed=config.random_seed,
+        max_image_pixels=config.max_image_pixels,
+        inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
+        distortions=distortions, copies=config.augmentation_copies or 0 if distortions else 0,
+        weight_decay=(regularization or {}).get("weight_decay") or 0.0,
+        label_smoothing=config.label_smoothing, dropout=FINE_TUNE_DROPOUT,
+        log_file=training_log_file(config), verbose=config.verbose)
 
 
 def fit_trust(config, module, head, data, fine_tuned, num_classes):

@@ -36,8 +36,9 @@ def define_flags(flag_values=FLAGS):
     string("image_dir", None, "Folder with one subfolder of images per label (required).")
     listing("modules", [], "Modules to compare, separated by commas: built-in backbone names, "
             "TF Hub handles or URLs, or local SavedModel folders.")
-    listing("methods", ["frozen"], "Methods to try with each module (frozen: cached bottlenecks "
-            "and a new softmax layer).")
+    listing("methods", ["frozen"], "Methods to try with each module: frozen (cached bottlenecks "
+            "and a new softmax layer), augmented, fine_tuned, fine_tuned_augmented; the table "
+            "shows each row's gain over its module's frozen row.")
     string("output_dir", "compare_output", "Where the table, the chart and one run folder per row go.")
     string("bottleneck_dir", None,
            "Cache of feature vectors shared by every row. Default: <output_dir>/bottlenecks.")
@@ -69,7 +70,8 @@ def settings_from_flags(flag_values=FLAGS):
 
 HELP = command.HelpPage(
     program="retrain compare",
-    usage="--image_dir FOLDER --modules A,B,... [--methods frozen,augmented,fine_tuned] [flags]",
+    usage=("--image_dir FOLDER --modules A,B,... "
+           "[--methods frozen,augmented,fine_tuned,fine_tuned_augmented] [flags]"),
     summary=(
         "Trains one classifier per module and method on the same split of FOLDER's images, "
         "plus a small CNN trained from scratch as a baseline, and prints one table of their "
@@ -104,7 +106,8 @@ def main(argv):
         # Before TensorFlow runs anything. Fine-tuning and the from-scratch CNN train one
         # network at a time, so they keep one pass over every core.
         devices.configure_threads(
-            forward_streams_allowed="fine_tuned" not in methods and baseline_settings is None)
+            forward_streams_allowed=(not any(name.startswith("fine_tuned") for name in methods)
+                                     and baseline_settings is None))
         rows = compare.compare(config, modules, methods, output_dir, baseline_settings)
     except UserError as error:
         _fail(str(error))

@@ -7,6 +7,11 @@ import re
 from absl import flags
 
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
+from retrain.config import FINE_TUNE_PATIENCE
+from retrain.config import FINE_TUNE_TOP_BATCH_SIZE
+from retrain.config import FINE_TUNE_TOP_LEARNING_RATE
+from retrain.config import FINE_TUNE_WHOLE_BATCH_SIZE
+from retrain.config import FINE_TUNE_WHOLE_LEARNING_RATE
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from retrain.runtime import precision
@@ -132,15 +137,28 @@ def define_fine_tune_flags(flag_values):
                          "layer together on the training images (slow: the whole network runs on "
                          "every image of every step) and export the fine-tuned weights.",
                          flag_values=flag_values)
-    integer("fine_tune_steps", _DEFAULTS.fine_tune_steps, "Fine-tuning steps.", lower_bound=1)
+    integer("fine_tune_top_blocks", _DEFAULTS.fine_tune_top_blocks,
+            "Built-in EfficientNet-Lite backbones: fine-tune their last N blocks (and final "
+            "convolution) on cached activations of the blocks below; 0 trains the whole network "
+            "on images instead (the only path for other modules).", lower_bound=0)
+    integer("fine_tune_epochs", _DEFAULTS.fine_tune_epochs,
+            "Most epochs of cached fine-tuning (--fine_tune_top_blocks); it stops earlier after "
+            f"{FINE_TUNE_PATIENCE} epochs without a better validation score.",
+            lower_bound=1)
+    integer("fine_tune_steps", _DEFAULTS.fine_tune_steps,
+            "Fine-tuning steps of the whole-network path.", lower_bound=1)
     flags.DEFINE_float("fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
-                       "Learning rate of the fine-tuning steps (SGD with momentum).",
+                       "Peak learning rate of the network while fine-tuning (default: "
+                       f"{FINE_TUNE_TOP_LEARNING_RATE:g} with Adam on cached blocks, "
+                       f"{FINE_TUNE_WHOLE_LEARNING_RATE:g} with SGD on the whole network).",
                        lower_bound=0.0, flag_values=flag_values)
     flags.DEFINE_float("fine_tune_momentum", _DEFAULTS.fine_tune_momentum,
                        "SGD momentum of the fine-tuning steps.", lower_bound=0.0,
                        upper_bound=0.999, flag_values=flag_values)
     integer("fine_tune_batch_size", _DEFAULTS.fine_tune_batch_size,
-            "Images per fine-tuning step, split across all devices.", lower_bound=1)
+            "Images per fine-tuning step, split across all devices (default: "
+            f"{FINE_TUNE_TOP_BATCH_SIZE} on cached blocks, {FINE_TUNE_WHOLE_BATCH_SIZE} on the "
+            "whole network).", lower_bound=1)
     integer("fine_tune_eval_interval", _DEFAULTS.fine_tune_eval_interval,
             "Fine-tuning steps between validation evaluations; the best one is kept.",
             lower_bound=1)

@@ -65,6 +65,11 @@ METHODS = {
                          applies_to=lambda module: True,
                          configure=lambda config: dataclasses.replace(
                              _without_augmentation(config), fine_tune=True)),
+    "fine_tuned_augmented": Method(
+        "fine_tuned_augmented", "the augmented method, then fine-tuned: the cached blocks train "
+        "on the distorted variants too (the whole-network path distorts at every step)",
+        applies_to=lambda module: True,
+        configure=lambda config: dataclasses.replace(_with_augmentation(config), fine_tune=True)),
 }
 
 
@@ -83,6 +88,9 @@ class Row:
     model_size_bytes: Optional[int] = None
     # The new layer's weight decay: chosen on the validation split unless --weight_decay is set.
     weight_decay: Optional[float] = None
+    # Test accuracy minus the same module's frozen row's, in points (None without that row).
+    gain_over_frozen: Optional[float] = None
+    minutes: Optional[float] = None  # the whole run's wall-clock time, every stage
     output_dir: str = ""
     error: str = ""
 
@@ -131,6 +139,7 @@ def compare(base_config, modules, method_names, output_dir, baseline_settings=No
                                               bottleneck_dir))
     if baseline_settings is not None:
         rows.append(_run_baseline_row(base_config, output_dir, baseline_settings))
+    add_gains(rows)
     write_tables(rows, output_dir)
     return rows
 
@@ -160,7 +169,17 @@ def _run_pipeline_row(base_config, module, method, output_dir, bottleneck_dir):
                bottlenecks_computed=result.bottlenecks_computed,
                model_size_bytes=folder_size(resolved.saved_model_dir),
                weight_decay=(result.history.regularization or {}).get("weight_decay"),
+               minutes=round(sum(result.stage_seconds.values()) / 60, 2),
                output_dir=run_dir)
+
+
+def add_gains(rows):
+    """Sets each row's gain_over_frozen: its test accuracy minus its module's frozen row's."""
+    frozen = {row.module: row.test_top1_accuracy for row in rows
+              if row.method == "frozen" and row.test_top1_accuracy is not None}
+    for row in rows:
+        if row.module in frozen and row.test_top1_accuracy is not None:
+            row.gain_over_frozen = round((row.test_top1_accuracy - frozen[row.module]) * 100, 2)
 
 
 def _run_baseline_row(base_config, output_dir, settings):
@@ -226,7 +245,8 @@ def format_csv(records):
 
 _MARKDOWN_COLUMNS = [("module", "module"), ("method", "method"),
                      ("test accuracy", "test_top1_accuracy"), ("macro F1", "test_macro_f1"),
-                     ("test images", "test_count"), ("training s", "training_seconds"),
+                     ("test images", "test_count"), ("vs frozen", "gain_over_frozen"),
+                     ("minutes", "minutes"), ("training s", "training_seconds"),
                      ("bottlenecks s", "bottleneck_seconds"), ("model MB", "model_size_bytes"),
                      ("weight decay", "weight_decay")]
 
@@ -257,6 +277,10 @@ def _markdown_cell(row, field):
         return f"{value / 1e6:.1f}"
     if field == "weight_decay":
         return f"{value:g}"
+    if field == "gain_over_frozen":
+        return f"{value:+.1f}"
+    if field == "minutes":
+        return f"{value:.1f}"
     if field.endswith("_seconds"):
         return f"{value:.1f}"
     return str(value)

@@ -146,3 +146,20 @@ def test_retrain_compare_ctrl_c_while_tensorflow_loads_is_a_one_line_message(tmp
         f"--output_dir={tmp_path / 'out'}")
     assert status == 130
     assert lines[-1].startswith("retrain compare: error: Interrupted."), lines[-3:]
+
+
+def test_rows_get_their_gain_over_their_modules_frozen_row():
+    rows = [compare.Row("m", "frozen", test_top1_accuracy=0.9),
+            compare.Row("m", "fine_tuned", test_top1_accuracy=0.935, minutes=3.25),
+            compare.Row("n", "fine_tuned", test_top1_accuracy=0.5),
+            compare.Row("m", "fine_tuned_augmented", error="boom")]
+    compare.add_gains(rows)
+    assert [row.gain_over_frozen for row in rows] == [0.0, 3.5, None, None]
+    table = compare.format_markdown(rows)
+    assert "| vs frozen | minutes |" in table and "| +3.5 | 3.2 |" in table
+
+
+def test_fine_tuned_augmented_distorts_and_fine_tunes():
+    from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel
+    config = compare.METHODS["fine_tuned_augmented"].configure(RetrainConfig(image_dir="p"))
+    assert config.fine_tune and config.any_distortion()

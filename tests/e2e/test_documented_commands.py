@@ -148,9 +148,9 @@ JOURNEYS = {
                     _metrics("out/metrics.json", "skipped_images", "test_top1_accuracy"))),
     "retrain --image_dir photos --fine_tune": Journey(
         extra_flags="--bottleneck_dir out/bottlenecks --how_many_training_steps 100 "
-                    "--fine_tune_steps 2 --fine_tune_batch_size 4 --fine_tune_eval_interval 1",
-        why="500 fine-tuning steps of 16 images through the whole network take minutes on a "
-            "CPU: 2 steps of 4 here, on the bottlenecks the first retrain computed",
+                    "--fine_tune_epochs 2 --fine_tune_batch_size 4",
+        why="8 epochs of the top blocks take minutes on a CPU: 2 epochs of batches of 4 here, "
+            "on the bottlenecks the first retrain computed",
         files=tuple(f"retrain_output/{name}" for name in _RETRAIN_OUTPUTS),
         stderr=(r"Final test accuracy = [\d.]+% \(N=\d+\)",),
         check=_metrics("retrain_output/metrics.json", "fine_tune"), timeout=240),

@@ -130,3 +130,63 @@ def build_model(spec, weight_path, include_top=False):
         outputs = classifier(outputs)
         classifier.set_weights([state_dict["_fc.weight"].T, state_dict["_fc.bias"]])
     return tf_keras.Model(inputs, outputs, name=spec.name)
+
+
+def block_count(model):
+    """The number of MBConv blocks (int) of a model build_model made."""
+    return sum(1 for layer in model.layers
+               if layer.name.startswith("block") and layer.name.endswith("_depthwise"))
+
+
+def split_at_block(model, first_top_block):
+    """Splits a build_model network (include_top=False) before block `first_top_block`.
+
+    Fine-tuning only the top of the network can then run the lower part once per image and
+    train the top on its cached outputs. The two parts share build_model's layers (and so
+    its variables): top(lower(images)) is the network's feature vector.
+
+    Args:
+        model: tf_keras.Model from build_model(spec, path), include_top=False.
+        first_top_block: int in [0, block_count(model)]; block_count gives a top of only the
+            final 1x1 "head" convolution.
+
+    Returns:
+        (lower, top, top_layers): lower is a tf_keras.Model from float32 images
+        [B, H, W, 3] in [0, 1] to float32 activations [B, h, w, c] (the input of that block);
+        top is a function float32 activations [B, h, w, c] -> float32 features [B, 1280];
+        top_layers are the tf_keras layers top applies (whose variables fine-tuning trains).
+    """
+    count = block_count(model)
+    if not 0 <= first_top_block <= count:
+        raise ValueError(f"first_top_block {first_top_block} is outside [0, {count}]")
+    names = {layer.name for layer in model.layers}
+    first = (f"block{first_top_block}_expand" if f"block{first_top_block}_expand" in names
+             else f"block{first_top_block}_depthwise") if first_top_block < count else "head"
+    lower = tf_keras.Model(model.input, model.get_layer(first).input, name=model.name + "_lower")
+    steps = []  # (layer, kind): the top's layers in build_model's order
+    for index in range(first_top_block, count):
+        steps.append((None, "start"))
+        for part in ("expand", "depthwise", "project"):
+            name = f"block{index}_{part}"
+            if name in names:
+                steps.append((model.get_layer(name), part))
+        if f"block{index}_add" in names:
+            steps.append((model.get_layer(f"block{index}_add"), "add"))
+    steps.append((model.get_layer("head"), "head"))
+
+    def top(activations):
+        x = block_input = activations
+        for layer, kind in steps:
+            if kind == "start":
+                block_input = x
+            elif kind in ("expand", "depthwise"):
+                x = tf_keras.activations.relu(layer(x), max_value=6.0)
+            elif kind == "project":
+                x = layer(x)
+            elif kind == "add":
+                x = block_input + x
+            else:  # the final 1x1 convolution, ReLU6, global average pooling
+                x = tf_keras.activations.relu(layer(x), max_value=6.0)
+        return tf_keras.backend.mean(x, axis=[1, 2])
+
+    return lower, top, [layer for layer, _ in steps if layer is not None and layer.weights]

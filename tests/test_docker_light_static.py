@@ -25,9 +25,10 @@ def test_hadolint_finds_no_warning_in_the_slim_dockerfile():
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_slim_image_installs_the_light_requirements_and_the_package_without_deps():
-    parser = DockerfileParser()
-    parser.content = LIGHT_DOCKERFILE.read_text()
+def test_slim_image_installs_the_light_requirements_and_the_package_without_deps(tmp_path):
+    # A copy: DockerfileParser reads (and its content setter writes) <path>/Dockerfile.
+    (tmp_path / "Dockerfile").write_text(LIGHT_DOCKERFILE.read_text())
+    parser = DockerfileParser(path=str(tmp_path))
     runs = _runs(parser)
     assert "-r /opt/retrain/requirements/light.txt" in runs
     assert re.search(r"pip install [^&]*--no-deps /opt/retrain/src", runs)

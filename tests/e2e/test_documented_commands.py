@@ -234,6 +234,13 @@ NOT_RUNNABLE = {
     "docker run --rm -v /data/out:/out:ro -v /data/new:/new:ro retrain:light label_image "
     "--tflite_model /out/model.tflite --image /new/x.jpg":
         f"{_COVERED} (the slim image's label_image --tflite_model, against the full image's)",
+    "docker run --rm -p 8501:8501 -v \"$PWD/out/saved_model:/models/retrain\" -e "
+    "MODEL_NAME=retrain tensorflow/serving":
+        "TF Serving is not installable here (no server on PyPI or in Debian; the "
+        "tensorflow/serving image needs Docker Hub); tests/export/test_serving_rest.py checks "
+        "the documented requests against the signatures",
+    "curl -s -d @request.json http://localhost:8501/v1/models/retrain:predict":
+        "needs the TF Serving above (tests/export/test_serving_rest.py checks the request body)",
     "sudo bash tests/docker/run_docker_e2e.sh":
         "CI's .ci/run runs it (as root): it needs root and installs a Docker engine",
     "scripts/build.sh": f"{_COVERED} (scripts/build.sh cpu, a local stand-in BASE_IMAGE)",

@@ -148,7 +148,8 @@ def _run_pipeline_row(base_config, module, method, output_dir, bottleneck_dir):
     run_dir = os.path.join(output_dir, "runs", f"{safe_name(module)}-{method.name}")
     config = dataclasses.replace(base_config, tfhub_module=module, output_dir=run_dir,
                                  bottleneck_dir=bottleneck_dir, saved_model_dir=None,
-                                 output_labels=None, summaries_dir=None, metrics_file=None)
+                                 output_labels=None, summaries_dir=None, metrics_file=None,
+                                 audit=False)  # one audit of the folder is enough: not per row
     config = method.configure(config)
     logging.info("=== Comparing: %s, method %s ===", module, method.name)
     try:

@@ -229,6 +229,12 @@ NOT_RUNNABLE = {
     "python -m pytest tests/test_docker_static.py tests/test_entrypoint.py "
     "tests/test_docker_light_static.py":
         "these test files are part of the pytest run CI makes (scripts/test.sh)",
+    "python3.11 -m venv tfjs-env": "TensorFlow.js's environment (TensorFlow 2.19, 1.5 GB), "
+                                   "checked by hand (docs/export-formats.md says how)",
+    "tfjs-env/bin/pip install *": "installs TensorFlow 2.19 beside the project's 2.21; checked "
+                                  "by hand",
+    "tfjs-env/bin/tensorflowjs_converter *": "needs tfjs-env (TensorFlow 2.19); checked by hand "
+                                             "with TensorFlow.js 4.22 in Node",
     "docker build -f docker/Dockerfile.light -t retrain:light .":
         f"{_COVERED} (the same build, on its stand-in base image)",
     "docker run --rm -v /data/out:/out:ro -v /data/new:/new:ro retrain:light label_image "

@@ -258,6 +258,14 @@ def _summary_section(metrics):
         rows.append(("Weight decay", _text(f"{regularization['weight_decay']:g} "
                                            f"({regularization['chosen_by']})")))
         rows.append(("Label smoothing", _text(f"{regularization['label_smoothing']:g}")))
+    audited = metrics.get("audit")
+    if audited:
+        # audit.html sits next to audit.json, in the output folder (where metrics.json defaults to).
+        rows.append(("Data audit", _text(
+            f"{audited.get('label_issues', 0)} possible label errors, "
+            f"{audited.get('exact_groups', 0) + audited.get('near_groups', 0)} duplicate groups "
+            f"({audited.get('leaks', 0)} across splits), {audited.get('outliers', 0)} outliers")
+            + ' (<a href="audit.html">audit.html</a>)'))
     for stage, seconds in (metrics.get("stage_seconds") or {}).items():
         rows.append((f"Time: {_text(stage)}", f"{float(seconds):.1f} s"))
     body = "".join(f'<tr><th class="text">{name}</th><td>{value}</td></tr>' for name, value in rows)

@@ -18,6 +18,7 @@ from retrain.features import handles
 from retrain.errors import UserError
 from retrain.runtime import files
 from retrain.runtime import precision
+from retrain.training import novelty
 from retrain.training import sampling
 
 @dataclasses.dataclass
@@ -57,6 +58,11 @@ def check_settings(config):
     sampling.check_class_balance(config.class_balance)
     check_module_handle(config.tfhub_module)
     check_onnx_extra(config.onnx_output_file)
+    novelty.check_settings(config.unknown_known_share, config.unknown_method,
+                           config.unknown_neighbors, config.unknown_bank_size)
+    if config.saved_model_version < 0:
+        raise UserError(f"--saved_model_version={config.saved_model_version} is negative; pass "
+                        "a version folder number such as 1, or 0 for no version folder.")
 
 
 def check_onnx_extra(onnx_output_file):

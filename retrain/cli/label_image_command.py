@@ -5,6 +5,7 @@ The only module that defines label_image's flags.
 
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -256,6 +257,7 @@ def check_before_tensorflow(file_args):
     """Raises UserError for flags, files and folders that cannot work, before the slow
     TensorFlow import: which model, which images, and the precision."""
     check_precision(FLAGS.precision, FLAGS.tflite_model or FLAGS.onnx_model)
+    check_unknown_threshold(FLAGS.unknown_threshold)
     if FLAGS.evaluate:
         if FLAGS.image or file_args:
             raise UserError("--evaluate reads the labels from --image_dir's subfolders; "
@@ -269,6 +271,15 @@ def check_before_tensorflow(file_args):
         raise UserError(f"--image_dir {dataset.display_path(FLAGS.image_dir)!r} is not a folder; "
                         "pass a folder of images.")
     check_model_path(FLAGS.saved_model_dir, FLAGS.tflite_model, FLAGS.labels, FLAGS.onnx_model)
+
+
+def check_unknown_threshold(threshold):
+    """Raises UserError for --unknown_threshold=nan: no score is above nan, so every image
+    would silently be called known."""
+    if threshold is not None and math.isnan(threshold):
+        raise UserError(f"--unknown_threshold={threshold} is not a number; pass a value on the "
+                        "scale of the unknown_score that --output_format json prints (inf: never "
+                        "unknown), or leave it out to use the threshold retrain exported.")
 
 
 def check_model_path(saved_model_dir, tflite_model, labels, onnx_model=None):

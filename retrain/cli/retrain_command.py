@@ -44,7 +44,7 @@ def define_flags(flag_values=FLAGS):
                        upper_bound=1.0, flag_values=flag_values)
     flags.DEFINE_enum("unknown_method", _DEFAULTS.unknown_method,
                       ["max_logit", "energy", "msp", "knn", "mahalanobis"],
-                      "The unknown score (docs/export-formats.md#unknown): max_logit measured "
+                      "The unknown score (docs/trust.md#the-score): max_logit measured "
                       "best; knn and mahalanobis add training statistics to the export.",
                       flag_values=flag_values)
     integer("unknown_neighbors", _DEFAULTS.unknown_neighbors,

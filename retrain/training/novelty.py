@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from retrain.errors import UserError
+
 METHODS = ("knn", "mahalanobis", "max_logit", "energy", "msp")
 DEFAULT_METHOD = "max_logit"
 # Rows compared at once in knn_scores: [rows, bank] float32 similarities stay near 16 MB.
@@ -55,6 +57,20 @@ class UnknownDetector:
         return {"method": self.method, "threshold": self.threshold,
                 "known_share": self.known_share, "k": self.k,
                 "bank_size": 0 if self.bank is None else int(len(self.bank))}
+
+
+def check_settings(known_share, method, neighbors, bank_size):
+    """Raises UserError for unknown-detector settings that cannot work; no TensorFlow, so
+    preflight can check them before the slow import."""
+    if not 0.0 < known_share <= 1.0:
+        raise UserError(f"--unknown_known_share={known_share} is not in (0, 1]; pass the "
+                        "share of known images to keep known, e.g. 0.95.")
+    if method not in METHODS:
+        raise UserError(f"--unknown_method={method!r} is not one of {', '.join(METHODS)}; "
+                        "pass one of them.")
+    if neighbors < 1 or bank_size < 1:
+        raise UserError(f"--unknown_neighbors={neighbors} and --unknown_bank_size={bank_size} "
+                        "must be at least 1; pass positive numbers.")
 
 
 def unit_rows(features):

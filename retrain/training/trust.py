@@ -12,7 +12,6 @@ import dataclasses
 from absl import logging
 import numpy as np
 
-from retrain.errors import UserError
 from retrain.training import calibration
 from retrain.training import finetune_data
 from retrain.training import novelty
@@ -41,16 +40,10 @@ class Trust:
 
 
 def check_settings(settings):
-    """Raises UserError for settings that cannot work (the flags bound them too)."""
-    if not 0.0 < settings.known_share <= 1.0:
-        raise UserError(f"--unknown_known_share={settings.known_share} is not in (0, 1]; pass the "
-                        "share of known images to keep known, e.g. 0.95.")
-    if settings.method not in novelty.METHODS:
-        raise UserError(f"--unknown_method={settings.method!r} is not one of "
-                        f"{', '.join(novelty.METHODS)}; pass one of them.")
-    if settings.neighbors < 1 or settings.bank_size < 1:
-        raise UserError(f"--unknown_neighbors={settings.neighbors} and --unknown_bank_size="
-                        f"{settings.bank_size} must be at least 1; pass positive numbers.")
+    """Raises UserError for settings that cannot work (the flags bound them too; preflight
+    makes the same check before TensorFlow is imported)."""
+    novelty.check_settings(settings.known_share, settings.method, settings.neighbors,
+                           settings.bank_size)
 
 
 def fit(head, data, num_classes, settings, features_of=None, image_size=None, batch_size=32,

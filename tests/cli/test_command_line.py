@@ -135,7 +135,8 @@ def test_retrain_reports_folder_and_setting_mistakes_before_importing_tensorflow
 @pytest.mark.parametrize("args, message", [
     ([], "No images given"),
     (["--image=x.jpg", "--saved_model_dir=missing"], "--saved_model_dir 'missing' does not exist"),
-    (["--image=x.jpg", "--saved_model_dir=."], "is not a SavedModel (it has no saved_model.pb)"),
+    (["--image=x.jpg", "--saved_model_dir=."], "is not a SavedModel (it has no saved_model.pb, nor "
+                                               "a numbered version folder with one)"),
     (["--image=x.jpg", "--tflite_model=missing.tflite"], "--tflite_model 'missing.tflite' does not"),
     (["--image=x.jpg", "--labels=l.txt"], "--labels='l.txt' goes with --tflite_model"),
     (["--evaluate"], "--evaluate needs --image_dir"),

@@ -81,10 +81,9 @@ def test_the_tensorflow_free_reader_gives_trainings_numbers(exported):
                                       preprocess.as_unit_float(pixels).numpy())
 
 
-def _label_image(args, without_tensorflow):
-    command = ([sys.executable, "-c", _WITHOUT_TENSORFLOW] if without_tensorflow
-               else [sys.executable, "-m", "retrain.cli.label_image_command"])
-    completed = subprocess.run(command + args, capture_output=True, text=True, check=False)
+def _label_image_without_tensorflow(args):
+    completed = subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW, *args],
+                               capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
     return completed.stdout
 
@@ -92,13 +91,16 @@ def _label_image(args, without_tensorflow):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("output_format", ["text", "json"])
 def test_tflite_and_onnx_print_what_the_saved_model_prints_without_tensorflow(
-        exported, output_format):
+        exported, output_format, capsys):
+    from retrain.cli import label_image_command  # pylint: disable=import-outside-toplevel
     folder, saved_model_dir, _, paths, _ = exported
+    # The SavedModel's lines, in this process (TensorFlow is loaded here already).
+    label_image_command.label_files(paths, saved_model_dir, output_format, 2, None)
+    expected = capsys.readouterr().out
     common = [f"--output_format={output_format}", "--num_top_predictions=2", *paths]
-    expected = _label_image([f"--saved_model_dir={saved_model_dir}", *common], False)
     for model in (f"--tflite_model={folder / 'model.tflite'}",
                   f"--onnx_model={folder / 'model.onnx'}"):
-        printed = _label_image([model, *common], True)
+        printed = _label_image_without_tensorflow([model, *common])
         assert len(printed.splitlines()) == len(expected.splitlines()) >= len(paths)
         if output_format == "json":
             for line, expected_line in zip(printed.splitlines(), expected.splitlines()):

@@ -133,7 +133,7 @@ def hostile_run(tmp_path_factory, tiny_module):
 def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     result, output_dir = hostile_run
     assert sorted(os.listdir(output_dir)) == [
-        "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
+        "audit.html", "audit.json", "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
         "reliability.png", "report.html", "saved_model", "summaries", "training_curves.png",
         "training_log.txt"]
     data = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -143,6 +143,7 @@ def test_run_writes_metrics_report_and_tensorboard_image(hostile_run):
     assert sum(row["support"] for row in data["per_class"]) == result.test.count
     assert data["test_top5_accuracy"] == 1.0 and data["skipped_image_count"] == 0
     assert set(data["stage_seconds"]) >= {"bottlenecks", "training", "evaluation", "export"}
+    assert 'href="audit.html"' in (output_dir / "report.html").read_text(encoding="utf-8")
     # Calibration and unknown (issue 25): the temperature and both ECEs, the threshold.
     assert data["calibration"]["temperature"] > 0 and len(data["calibration"]["reliability_after"]) == 15
     assert 0 <= data["calibration"]["ece_after"] <= 1 and data["unknown"]["known_share"] == 0.95

@@ -110,3 +110,53 @@ def test_logs_retrain_py_lines_and_misclassified_listing(tmp_path, tiny_module, 
     assert len(messages) > listing + 1
     event_files = os.listdir(tmp_path / "out" / "summaries" / "train")
     assert any(name.startswith("events.out.tfevents") for name in event_files)
+
+
+@pytest.mark.timeout(300)
+def test_fine_tuned_run_fits_calibration_and_unknown_on_the_fine_tuned_features(
+        tmp_path, tiny_module, colour_images):
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from retrain.data import dataset
+    from retrain.data import split
+    from retrain.export import layout
+    from retrain.features import modules
+    from retrain.training import calibration
+    from retrain.training import finetune_data
+    from retrain.training import novelty
+
+    # learning_rate=0 leaves the new layer near zero, so fine-tuning moves the module a lot.
+    config = fast_config(colour_images, tiny_module, tmp_path / "out", learning_rate=0.0,
+                         fine_tune=True, fine_tune_steps=30, fine_tune_eval_interval=10,
+                         fine_tune_learning_rate=0.05, fine_tune_batch_size=8)
+    result = pipeline.run(config)
+    with open(config.resolved().metrics_file, encoding="utf-8") as metrics_file:
+        unknown = json.load(metrics_file)["unknown"]
+    assert unknown["features_recomputed"] is True and unknown["method"] == "max_logit"
+    exported = tf.saved_model.load(layout.find_saved_model(config.resolved().saved_model_dir))
+
+    collection = dataset.find_images(colour_images)
+    validation = split.split_images(collection.images, collection.labels,
+                                    config.validation_percentage,
+                                    config.testing_percentage)["validation"]
+    labels = np.array([image.label_index for image in validation])
+    assert unknown["validation_count"] == len(validation) > 0
+
+    def fitted(extractor):
+        """(threshold, temperature) fitted on the validation images through extractor."""
+        features, ok = finetune_data.apply_to_images(
+            lambda images: extractor(images, training=False), validation, (32, 32), 8, 10**8)
+        assert ok.all()
+        logits = calibration.logits(features, result.fine_tune.head)
+        return (novelty.choose_threshold(-logits.max(axis=1), config.unknown_known_share),
+                calibration.fit_temperature(logits, labels))
+
+    threshold, temperature = fitted(result.fine_tune.feature_extractor)
+    assert float(exported.unknown_threshold.numpy()) == pytest.approx(threshold, rel=1e-4)
+    assert unknown["threshold"] == pytest.approx(threshold, rel=1e-4)
+    assert float(exported.temperature.numpy()) == pytest.approx(temperature, rel=1e-3)
+    # Fitted on the frozen module's features (the cached bottlenecks), the threshold would
+    # differ. (The temperature of solid colours sits at its lower bound either way.)
+    frozen_threshold, _ = fitted(
+        modules.load_feature_extractor(modules.resolve_module(tiny_module)))
+    assert abs(frozen_threshold - threshold) > 1e-3

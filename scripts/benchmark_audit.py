@@ -96,15 +96,18 @@ def plant(clean_dir, planted_dir):
                    ("testing" if original_split == "training" else "training")))
         kind = ("reencoded", "resized", "cropped")[index % 3]
         pixels = Image.open(os.path.join(planted_dir, relative)).convert("L")
+        width, height = pixels.size
         suffix = ".png"
         if kind == "reencoded":
             suffix = ".jpg"
         elif kind == "resized":
             factor = rng.choice([0.75, 1.25, 1.5])
-            pixels = pixels.resize((round(28 * factor), round(28 * factor)), Image.BILINEAR)
+            pixels = pixels.resize((round(width * factor), round(height * factor)),
+                                   Image.BILINEAR)
         else:
             left, top = rng.randint(1, 2), rng.randint(1, 2)
-            pixels = pixels.crop((left, top, 28 - rng.randint(1, 2), 28 - rng.randint(1, 2)))
+            pixels = pixels.crop((left, top, width - rng.randint(1, 2),
+                                  height - rng.randint(1, 2)))
         copy = f"{label}/{_name_in_split(label, stem, suffix, wanted, rng)}"
         if suffix == ".jpg":
             pixels.save(os.path.join(planted_dir, copy), quality=rng.randint(60, 85))
@@ -164,9 +167,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work_dir")
     parser.add_argument("--per_class", type=int, default=300)
+    parser.add_argument("--set", default="digits", choices=["digits", "textures"],
+                        help="digits: MNIST (28x28); textures: 32x32 tiles of scikit-image's "
+                        "photos (scripts/reference_sets.py), a photo-like check of the rules")
     parser.add_argument("--score", help="an audit.json of the planted set to score")
     args = parser.parse_args()
     clean = os.path.join(args.work_dir, "clean")
+    if not os.path.isdir(clean) and args.set == "textures":
+        reference_sets.ensure("textures", clean)
     if not os.path.isdir(clean):
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_example_dataset.py")
         subprocess.run([sys.executable, script, clean, "--per_class", str(args.per_class),

@@ -5,6 +5,7 @@ audit_images runs the three checks on the vectors a run already holds; write_aud
 (retrain.api.audit, retrain.pipeline). docs/audit.md says what each list means.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -70,7 +71,7 @@ class AuditResult:
 
 
 def audit_images(image_files, features, labels, split_of, image_dir="", seed=0):
-    """Runs the three checks.
+    """Runs the three checks, with numpy's BLAS on one thread (see _one_blas_thread).
 
     Args:
       image_files: [dataset.ImageFile], row i of features is image i.
@@ -83,6 +84,23 @@ def audit_images(image_files, features, labels, split_of, image_dir="", seed=0):
     Returns:
       AuditResult.
     """
+    with _one_blas_thread():
+        return _audit_images(image_files, features, labels, split_of, image_dir, seed)
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS uses one thread. The audit's matrices are small:
+    OpenBLAS's threads gain nothing on them, and on a busy machine they wait for each other
+    (measured 15-20 times slower on the shared 2-core VM: BENCHMARKS.md, "Data audit").
+    threadpoolctl is installed with scikit-learn; without it BLAS keeps its threads."""
+    try:
+        import threadpoolctl  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+
+
+def _audit_images(image_files, features, labels, split_of, image_dir, seed):
     start = time.monotonic()
     features = np.asarray(features, np.float32)
     label_index = np.array([image.label_index for image in image_files], np.int64)
@@ -120,8 +138,10 @@ def audit_images(image_files, features, labels, split_of, image_dir="", seed=0):
         "label_issue_class_thresholds": {
             labels[index]: (None if np.isnan(value) else round(float(value), 4))
             for index, value in enumerate(issues.thresholds)},
-        "near_duplicate_similarity": duplicates_lib.NEAR_SIMILARITY,
-        "near_duplicate_pixel_correlation": duplicates_lib.PIXEL_CORRELATION,
+        "near_duplicate_same_pixels": duplicates_lib.SAME_PIXELS,
+        "near_duplicate_neighbour_rank": duplicates_lib.NEIGHBOUR_RANK,
+        "near_duplicate_distance_ratio": duplicates_lib.DISTANCE_RATIO,
+        "near_duplicate_aligned_correlation": duplicates_lib.ALIGNED_CORRELATION,
         "outlier_neighbours": outliers_lib.NEIGHBOURS,
         "outlier_z": outliers_lib.OUTLIER_Z,
     }

@@ -1,11 +1,16 @@
 """Duplicate images: identical files, and the same picture saved again (near duplicates).
 
 Exact: the same bytes, found by the SHA-1 that the bottleneck cache is keyed by already.
-Near: bottlenecks whose cosine similarity (after centering, see similarity.unit_rows) is at
-least NEAR_SIMILARITY, confirmed by the pictures themselves: their small grey thumbnails
-must correlate at least PIXEL_CORRELATION. A re-encoded, resized or lightly cropped copy
-passes both; two different photos of one thing pass the first at most (measured in
-BENCHMARKS.md, "Data audit").
+Near, two tests, either suffices (measured in BENCHMARKS.md, "Data audit"):
+- the pixels: small grey thumbnails of every picture, compared all against all, correlate at
+  least SAME_PIXELS (a re-encoded copy; on 28x28 digits a JPEG copy's bottleneck can move
+  further than a different digit's, but its thumbnail correlates 0.999);
+- the bottlenecks, relative to their neighbourhood: two images that are each other's nearest
+  neighbour, whose cosine distance is at most DISTANCE_RATIO times the distance to each one's
+  NEIGHBOUR_RANK-th neighbour (the similarity stands out from the local density: a copy
+  among look-alikes, where an absolute threshold flags all look-alikes), confirmed by the
+  pixels once small crops are aligned (ALIGNED_CORRELATION, best over crops of up to
+  CROP_STEPS thumbnail pixels a side of either picture: a resized or lightly cropped copy).
 """
 
 import collections
@@ -18,15 +23,17 @@ from retrain.audit import similarity
 
 EXACT = "exact"
 NEAR = "near"
-# Cosine similarity of centered bottlenecks above which two images are near-duplicate
-# candidates, and the correlation of their SIGNATURE_SIZE x SIGNATURE_SIZE grey thumbnails
-# that confirms one. Both high, for few false groups: on the benchmark's 28x28 MNIST digits
-# (scripts/benchmark_audit.py) a re-encoded copy's bottleneck scored as low as 0.55 and
-# distinct "1"s up to 0.97, with thumbnails correlating 0.98; no threshold separates those,
-# and these keep false groups rare at the cost of missing such copies (BENCHMARKS.md).
-NEAR_SIMILARITY = 0.85
-PIXEL_CORRELATION = 0.97
 SIGNATURE_SIZE = 16
+# Thumbnails are read at twice the signature size, so crops can be aligned a pixel at a time.
+THUMBNAIL_SIZE = 2 * SIGNATURE_SIZE
+# Chosen on scripts/benchmark_audit.py's planted MNIST digits and checked on its photo-tile
+# set (BENCHMARKS.md, "Data audit"): distinct digits correlated up to 0.99, re-encoded copies
+# 0.999 and more.
+SAME_PIXELS = 0.995
+NEIGHBOUR_RANK = 5
+DISTANCE_RATIO = 0.4
+ALIGNED_CORRELATION = 0.95
+CROP_STEPS = 3
 
 
 @dataclasses.dataclass
@@ -36,18 +43,19 @@ class DuplicateGroup:
     similarity: float  # 1.0 for exact; for near, the lowest similarity that joined the group
 
 
-def find_duplicates(content_keys, features, paths, near_similarity=NEAR_SIMILARITY,
-                    pixel_correlation=PIXEL_CORRELATION):
+def find_duplicates(content_keys, features, paths, same_pixels=SAME_PIXELS,
+                    distance_ratio=DISTANCE_RATIO, aligned_correlation=ALIGNED_CORRELATION):
     """Groups of identical files and groups of near-duplicate images.
 
     Args:
       content_keys: [bytes] per image, equal for identical files (dataset.ImageFile.content_key).
       features: float32 [n, D] bottlenecks, row i of image i.
-      paths: [str] per image, to read the pictures of near-duplicate candidates.
-      near_similarity, pixel_correlation: the two thresholds (module constants by default).
+      paths: [str] per image: every distinct file's picture is read once, as a thumbnail.
+      same_pixels, distance_ratio, aligned_correlation: the thresholds (module constants).
 
     Returns:
-      [DuplicateGroup]: exact groups first, then near ones, each list by first row.
+      [DuplicateGroup]: exact groups first, then near ones, each list by first row; a near
+      group's similarity is the lowest bottleneck cosine similarity of its pairs.
     """
     by_key = collections.defaultdict(list)
     for row, key in enumerate(content_keys):
@@ -56,40 +64,98 @@ def find_duplicates(content_keys, features, paths, near_similarity=NEAR_SIMILARI
     # One image per distinct file: the copies of a file have its vector and would pair up.
     representatives = np.array(sorted(rows[0] for rows in by_key.values()), np.int64)
     unit = similarity.unit_rows(np.asarray(features, np.float32)[representatives])
-    rows_a, rows_b, similarities = similarity.pairs_above(unit, near_similarity)
-    signatures = {}
-    edges = []
-    for a, b, value in zip(representatives[rows_a], representatives[rows_b], similarities):
-        correlation = float(_signature(paths, a, signatures) @ _signature(paths, b, signatures))
-        if correlation >= pixel_correlation:
-            edges.append((int(a), int(b), float(value)))
+    thumbnails = np.stack([_thumbnail(paths[row]) for row in representatives])
+    signatures = _signatures(thumbnails)
+    pairs = set(zip(*similarity.pairs_above(signatures, same_pixels)[:2]))
+    for a, b in mutual_neighbours(unit, distance_ratio):
+        if aligned(thumbnails, signatures, a, b) >= aligned_correlation:
+            pairs.add((a, b))
+    edges = [(int(representatives[a]), int(representatives[b]), float(unit[a] @ unit[b]))
+             for a, b in sorted(pairs)]
     near = [DuplicateGroup(rows, NEAR, lowest) for rows, lowest in _connected_groups(edges)]
     return (sorted(exact, key=lambda group: group.rows[0])
             + sorted(near, key=lambda group: group.rows[0]))
 
 
+def mutual_neighbours(unit, distance_ratio, rank=NEIGHBOUR_RANK):
+    """[(a, b)], a < b: rows that are each other's nearest neighbour and whose cosine distance
+    is at most distance_ratio times each one's distance to its rank-th neighbour."""
+    if len(unit) <= rank:
+        return []
+    nearest, similarities = similarity.nearest_neighbours(unit, rank)
+    pairs = []
+    for a, b in enumerate(nearest[:, 0]):
+        if a < b and nearest[b, 0] == a:
+            local = 1.0 - max(similarities[a, rank - 1], similarities[b, rank - 1])
+            if 1.0 - similarities[a, 0] <= distance_ratio * local:
+                pairs.append((a, int(b)))
+    return pairs
+
+
+def aligned(thumbnails, signatures, a, b, steps=CROP_STEPS):
+    """The best correlation of one picture's signature with the other's thumbnail cropped by
+    0..steps pixels a side (either way round): a lightly cropped copy lines up again."""
+    size = thumbnails.shape[1]
+    shrink = _crop_matrices(size, steps)  # [m, SIGNATURE_SIZE, size]
+    best = -1.0
+    for cropped, other in ((a, b), (b, a)):
+        # Every crop box at once: rows shrunk by one matrix, columns by another.
+        rows_done = np.einsum("isp,pq->isq", shrink, thumbnails[cropped].astype(np.float32))
+        crops = np.einsum("isq,jtq->ijst", rows_done, shrink)
+        crops = crops.reshape(-1, SIGNATURE_SIZE, SIGNATURE_SIZE)
+        best = max(best, float((_signatures(crops) @ signatures[other]).max()))
+    return best
+
+
+def _crop_matrices(size, steps):
+    """float32 [(steps + 1)**2, SIGNATURE_SIZE, size]: for each (first, last) margin, the
+    matrix that box-averages pixels first..size-last-1 of a line into SIGNATURE_SIZE bins."""
+    matrices = []
+    edges = np.arange(size + 1, dtype=np.float64)
+    for first in range(steps + 1):
+        for last in range(steps + 1):
+            bins = np.linspace(first, size - last, SIGNATURE_SIZE + 1)
+            # Overlap of each bin [bins[k], bins[k+1]) with each pixel [p, p + 1).
+            overlap = (np.minimum(bins[1:, None], edges[None, 1:])
+                       - np.maximum(bins[:-1, None], edges[None, :-1])).clip(min=0)
+            matrices.append(overlap / overlap.sum(axis=1, keepdims=True))
+    return np.array(matrices, np.float32)
+
+
 def pixel_signature(path):
     """float32 [SIGNATURE_SIZE**2]: the picture as a small grey thumbnail, centered and scaled
-    to length 1 (None if it cannot be read). Two copies of a picture correlate near 1 however
-    they were re-encoded or resized; box filtering averages away JPEG noise and small shifts."""
+    to length 1 (zeros if it cannot be read: it then correlates with nothing). Copies of a
+    picture correlate near 1 however they were re-encoded; box filtering averages away JPEG
+    noise."""
+    thumbnail = Image.fromarray(_thumbnail(path))
+    small = thumbnail.resize((SIGNATURE_SIZE, SIGNATURE_SIZE), Image.BOX)
+    return _signatures(np.asarray(small, np.float32)[None])[0]
+
+
+def _thumbnail(path):
+    """uint8 [THUMBNAIL_SIZE, THUMBNAIL_SIZE] grey picture (all zero if unreadable)."""
     try:
         with Image.open(path) as image:
-            grey = image.convert("L").resize((SIGNATURE_SIZE, SIGNATURE_SIZE), Image.BOX)
+            # JPEGs decode at a fraction of their size: a thumbnail needs no more.
+            image.draft("L", (THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
+            grey = image.convert("L").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.BOX)
+            return np.asarray(grey, np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    values = np.asarray(grey, np.float32).reshape(-1)
-    values -= values.mean()
-    norm = np.linalg.norm(values)
-    return values / norm if norm > 0 else values
+        return np.zeros((THUMBNAIL_SIZE, THUMBNAIL_SIZE), np.uint8)
 
 
-def _signature(paths, row, cache):
-    if row not in cache:
-        signature = pixel_signature(paths[row])
-        # An unreadable picture confirms nothing: a zero vector correlates 0 with anything.
-        cache[row] = (signature if signature is not None
-                      else np.zeros(SIGNATURE_SIZE ** 2, np.float32))
-    return cache[row]
+def _signatures(pictures):
+    """float32 [n, S*S]: each picture (uint8 or float [n, S, S]) resized to SIGNATURE_SIZE if
+    needed, flattened, centered and scaled to length 1 (a flat picture stays all zero)."""
+    pictures = np.asarray(pictures, np.float32)
+    if pictures.shape[1] != SIGNATURE_SIZE:
+        factor = pictures.shape[1] // SIGNATURE_SIZE
+        pictures = pictures.reshape(len(pictures), SIGNATURE_SIZE, factor, SIGNATURE_SIZE,
+                                    factor).mean(axis=(2, 4))
+    values = pictures.reshape(len(pictures), -1)
+    values = values - values.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return np.where(norms > 0, values / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
 def _connected_groups(edges):

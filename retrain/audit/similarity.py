@@ -56,3 +56,21 @@ def nearest_similarities(unit, count, exclude=None, block_rows=BLOCK_ROWS):
         top = -np.partition(-block, count - 1, axis=1)[:, :count]
         result[start:stop] = -np.sort(-top, axis=1)
     return result
+
+
+def nearest_neighbours(unit, count, block_rows=BLOCK_ROWS):
+    """(rows int64 [n, count], similarities float32 [n, count]): each row's `count` most
+    similar other rows, most similar first."""
+    count = min(count, len(unit) - 1)
+    rows = np.zeros((len(unit), count), np.int64)
+    values = np.zeros((len(unit), count), np.float32)
+    for start in range(0, len(unit), block_rows):
+        stop = min(start + block_rows, len(unit))
+        block = unit[start:stop] @ unit.T
+        block[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        top = np.argpartition(-block, count - 1, axis=1)[:, :count]
+        top_values = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_values, axis=1, kind="stable")
+        rows[start:stop] = np.take_along_axis(top, order, axis=1)
+        values[start:stop] = np.take_along_axis(top_values, order, axis=1)
+    return rows, values

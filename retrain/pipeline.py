@@ -77,6 +77,7 @@ def run(config, checked=None):
         module = resolve(config)
     if config.fine_tune:
         finetune.check_fine_tunable(module, config.fine_tune_layers)
+        finetune_top.check_blocks(module, config.fine_tune_top_blocks)
     with timer("bottlenecks"):
         vectors = bottlenecks.get_bottlenecks(in_split_order(splits), module, config.bottleneck_dir,
                                               config.bottleneck_batch_size, config.max_image_pixels,

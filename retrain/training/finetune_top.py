@@ -81,6 +81,23 @@ def splittable(module):
             and tuple(module.image_size) == tuple(spec.image_size))
 
 
+def check_blocks(module, blocks):
+    """Fails fast, before the bottlenecks, if the cached path cannot train `blocks` blocks.
+
+    Raises:
+      UserError: module is splittable and has fewer MBConv blocks than `blocks`.
+    """
+    if not blocks or not splittable(module):
+        return
+    from retrain.features.backbones import efficientnet_lite  # pylint: disable=import-outside-toplevel
+    spec = backbones.BUILTIN_BACKBONES[module.handle]
+    count = len(efficientnet_lite.compute_block_strides(spec.depth_multiplier))
+    if blocks > count:
+        raise UserError(f"--fine_tune_top_blocks={blocks} is more than the {count} blocks of "
+                        f"{module.handle}; pass 1 to {count}, or 0 to fine-tune the whole "
+                        "network on images.")
+
+
 class TopNetwork(tf.Module):
     """The top blocks and the new layer, on cached lower activations.
 

@@ -16,6 +16,7 @@ from conftest import fast_config
 from retrain import pipeline
 from retrain.compare import compare
 from retrain.data import dataset
+from retrain.errors import UserError
 from retrain.features import backbones
 from retrain.features import modules
 from retrain.features.backbones import efficientnet_lite
@@ -186,3 +187,11 @@ def test_fine_tune_path_flags_reach_the_config():
     settings = pipeline.fine_tune_top_settings(config.resolved())
     assert (settings.blocks, settings.epochs, settings.batch_size) == (3, 5, 32)
     assert settings.learning_rate == 3e-4 and settings.copies == 0
+
+
+def test_more_blocks_than_the_backbone_has_is_refused_before_bottlenecks(tmp_path, colour_images,
+                                                                          cache_dir):
+    config = _config(colour_images, tmp_path / "out", cache_dir, fine_tune_top_blocks=17)
+    with pytest.raises(UserError, match=r"--fine_tune_top_blocks=17 .* 16 blocks"):
+        pipeline.run(config)
+    assert not (tmp_path / "out" / "metrics.json").exists()

@@ -93,7 +93,7 @@ def test_run_on_a_messy_folder_finishes_and_reports_each_skip(tmp_path, tiny_mod
     assert set(skipped) == set(expected)
     for name, reason in skipped.items():
         assert expected[name] in reason, (name, reason)
-    assert (output_dir / "saved_model" / "saved_model.pb").exists()
+    assert (output_dir / "saved_model" / "1" / "saved_model.pb").exists()
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     reported = {os.path.basename(entry["path"]) for entry in metrics["skipped_images"]}
     # The report shows undecodable bytes escaped, never as a crash.

@@ -16,8 +16,10 @@ from retrain.compare import compare
 from retrain.data import dataset
 from retrain.data import split
 from retrain.errors import UserError
+from retrain.export import layout
 from retrain.export import saved_model
 from retrain.features import modules
+from retrain.training import calibration
 from retrain.training import finetune
 from retrain.training import finetune_checkpoint
 from retrain.training import finetune_data
@@ -75,18 +77,23 @@ def test_fine_tuning_changes_the_module_weights(fine_tuned_run):
 def test_export_holds_the_fine_tuned_weights(fine_tuned_run, tiny_module, colour_images, tmp_path):
     result, config = fine_tuned_run
     images = _images(dataset.find_images(colour_images).images)
-    in_memory = result.fine_tune.head.probabilities(
-        result.fine_tune.feature_extractor(images).numpy())
-    exported = tf.saved_model.load(config.saved_model_dir)
+    features = result.fine_tune.feature_extractor(images).numpy()
+    exported = tf.saved_model.load(layout.find_saved_model(config.saved_model_dir))
+    # The export divides the logits by the temperature fitted on the validation split.
+    temperature = float(exported.temperature.numpy())
+    in_memory = calibration.softmax(calibration.logits(features, result.fine_tune.head),
+                                    temperature)
     predicted = exported.signatures["serving_default"](image=tf.constant(images))["prediction"]
     np.testing.assert_allclose(predicted.numpy(), in_memory, atol=1e-5)
     # The same head on the frozen module predicts differently: the module's weights moved.
     module = modules.resolve_module(tiny_module)
     saved_model.export_saved_model(modules.load_feature_extractor(module), result.fine_tune.head,
                               result.labels, module.image_size, str(tmp_path / "frozen"))
-    frozen = tf.saved_model.load(str(tmp_path / "frozen"))
+    frozen = tf.saved_model.load(layout.find_saved_model(str(tmp_path / "frozen")))
     frozen_predicted = frozen.signatures["serving_default"](image=tf.constant(images))["prediction"]
-    assert np.abs(frozen_predicted.numpy() - in_memory).max() > 1e-3
+    # (Both at temperature 1: the fitted one, 0.05 here, makes every score 0 or 1.)
+    uncalibrated = result.fine_tune.head.probabilities(features)
+    assert np.abs(frozen_predicted.numpy() - uncalibrated).max() > 1e-3
 
 
 def test_metrics_have_frozen_and_fine_tuned_test_accuracy(fine_tuned_run):

@@ -92,7 +92,7 @@ def _one_blas_thread():
     """A context in which numpy's BLAS uses one thread. The audit's matrices are small:
     OpenBLAS's threads gain nothing on them, and on a busy machine they wait for each other
     (measured 15-20 times slower on the shared 2-core VM: BENCHMARKS.md, "Data audit").
-    threadpoolctl is installed with scikit-learn; without it BLAS keeps its threads."""
+    threadpoolctl is a dependency; an install without it keeps BLAS's threads."""
     try:
         import threadpoolctl  # pylint: disable=import-outside-toplevel
     except ImportError:

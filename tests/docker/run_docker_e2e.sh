@@ -302,7 +302,8 @@ light_said="$(docker run --rm --user "${run_uid}" --read-only --tmpfs /tmp -v "$
 full_said="$(docker run --rm --read-only --tmpfs /tmp -v "${out}:/out:ro" -v "${images}:/new:ro" \
     "${image}" label_image --tflite_model /out/model.tflite --image /new/red/red_000.png \
     2>/dev/null)" || fail "label_image --tflite_model in the full image"
-[[ "${light_said}" == "red "* && "${light_said}" == "${full_said}" ]] \
+[[ "$(grep -v '^unknown ' <<<"${light_said}" | head -n 1)" == "red "* \
+    && "${light_said}" == "${full_said}" ]] \
     || fail "the slim image said ${light_said}, the full one ${full_said}"
 passed "the slim image labels with the .tflite as the full image does"
 if docker run --rm "${light_image}" python3 -c 'import tensorflow' >/dev/null 2>&1; then
@@ -321,7 +322,7 @@ if (( $(nproc) >= 2 )); then
         || fail "label_image under --cpus 1 (log: $(tail -n 5 "${workdir}/quota.log"))"
     grep -q "The CPU quota allows 1 of $(nproc) cores: TensorFlow runs on 1 thread\." \
         "${workdir}/quota.log" || fail "label_image under --cpus 1 did not read the quota"
-    [[ "$(head -n 1 "${workdir}/quota.out")" == "red "* ]] \
+    [[ "$(grep -v '^unknown ' "${workdir}/quota.out" | head -n 1)" == "red "* ]] \
         || fail "label_image under --cpus 1 said: $(cat "${workdir}/quota.out")"
     passed "label_image under docker run --cpus 1 runs TensorFlow on 1 thread"
 fi
@@ -340,7 +341,10 @@ RETRAIN_IMAGE="${image}" RETRAIN_DOCKER_CACHE="${cache}" \
 labels="$(cd "${images}" && RETRAIN_IMAGE="${image}" \
     "${repo_dir}/scripts/label_image.sh" "${awkward}/out" green/green_002.png \
     2>"${workdir}/label_image-script.log")"
-[[ "$(head -n 1 <<<"${labels}")" == "green "* ]] || fail "scripts/label_image.sh said: ${labels}"
+# An "unknown <score>" line may come first: the exported threshold calls 5% of known images
+# unknown by design, and a 40-step model's scores are rough. The top label is the next line.
+[[ "$(grep -v '^unknown ' <<<"${labels}" | head -n 1)" == "green "* ]] \
+    || fail "scripts/label_image.sh said: ${labels}"
 [[ -z "$(find "${data}" -name EVALUATED)" ]] || fail "a path was evaluated as shell code"
 passed "scripts/retrain.sh and scripts/label_image.sh with an awkward path"
 

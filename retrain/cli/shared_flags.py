@@ -133,9 +133,11 @@ def define_fine_tune_flags(flag_values):
     """Fine-tuning's flags (retrain.training.finetune)."""
     integer = functools.partial(flags.DEFINE_integer, flag_values=flag_values)
     flags.DEFINE_boolean("fine_tune", _DEFAULTS.fine_tune,
-                         "After training the new layer on bottlenecks, train the module and the "
-                         "layer together on the training images (slow: the whole network runs on "
-                         "every image of every step) and export the fine-tuned weights.",
+                         "After training the new layer on bottlenecks, train part of the module "
+                         "and the layer together (the built-in EfficientNet-Lite backbones: their "
+                         "top blocks on cached activations, minutes on a CPU; other modules: the "
+                         "whole network on every image of every step, slow) and export the "
+                         "fine-tuned weights.",
                          flag_values=flag_values)
     integer("fine_tune_top_blocks", _DEFAULTS.fine_tune_top_blocks,
             "Built-in EfficientNet-Lite backbones: fine-tune their last N blocks (and final "

@@ -142,6 +142,7 @@ def _audit_images(image_files, features, labels, split_of, image_dir, seed):
         "near_duplicate_neighbour_rank": duplicates_lib.NEIGHBOUR_RANK,
         "near_duplicate_distance_ratio": duplicates_lib.DISTANCE_RATIO,
         "near_duplicate_aligned_correlation": duplicates_lib.ALIGNED_CORRELATION,
+        "near_duplicate_matched_correlation": duplicates_lib.MATCHED_CORRELATION,
         "outlier_neighbours": outliers_lib.NEIGHBOURS,
         "outlier_z": outliers_lib.OUTLIER_Z,
     }

@@ -1,7 +1,7 @@
 """Duplicate images: identical files, and the same picture saved again (near duplicates).
 
 Exact: the same bytes, found by the SHA-1 that the bottleneck cache is keyed by already.
-Near, two tests, either suffices (measured in BENCHMARKS.md, "Data audit"):
+Near, three tests, any one suffices (measured in BENCHMARKS.md, "Data audit"):
 - the pixels: small grey thumbnails of every picture, compared all against all, correlate at
   least SAME_PIXELS (a re-encoded copy; on 28x28 digits a JPEG copy's bottleneck can move
   further than a different digit's, but its thumbnail correlates 0.999);
@@ -10,7 +10,12 @@ Near, two tests, either suffices (measured in BENCHMARKS.md, "Data audit"):
   NEIGHBOUR_RANK-th neighbour (the similarity stands out from the local density: a copy
   among look-alikes, where an absolute threshold flags all look-alikes), confirmed by the
   pixels once small crops are aligned (ALIGNED_CORRELATION, best over crops of up to
-  CROP_STEPS thumbnail pixels a side of either picture: a resized or lightly cropped copy).
+  CROP_STEPS thumbnail pixels a side of either picture: a lightly cropped copy);
+- mutual nearest neighbours by bottleneck (any distance ratio) whose pixels, compared at the
+  smaller picture's own resolution (at most MATCHED_SIZE), correlate at least
+  MATCHED_CORRELATION (a resized copy: at 16x16 a 28-pixel digit resized 1.5x correlates
+  0.95-0.98 with its original, as distinct "1"s do; at 28x28 it still correlates 0.96-0.99
+  while distinct neighbours' fine strokes differ).
 """
 
 import collections
@@ -34,6 +39,11 @@ NEIGHBOUR_RANK = 5
 DISTANCE_RATIO = 0.4
 ALIGNED_CORRELATION = 0.95
 CROP_STEPS = 3
+MATCHED_CORRELATION = 0.975
+MATCHED_SIZE = 64
+# Only pairs whose thumbnails already correlate this much are read again (resized copies
+# measured 0.95-0.98): most mutual neighbours are distinct pictures, and reading costs.
+THUMBNAIL_FOR_MATCHED = 0.93
 
 
 @dataclasses.dataclass
@@ -44,14 +54,16 @@ class DuplicateGroup:
 
 
 def find_duplicates(content_keys, features, paths, same_pixels=SAME_PIXELS,
-                    distance_ratio=DISTANCE_RATIO, aligned_correlation=ALIGNED_CORRELATION):
+                    distance_ratio=DISTANCE_RATIO, aligned_correlation=ALIGNED_CORRELATION,
+                    matched_correlation=MATCHED_CORRELATION):
     """Groups of identical files and groups of near-duplicate images.
 
     Args:
       content_keys: [bytes] per image, equal for identical files (dataset.ImageFile.content_key).
       features: float32 [n, D] bottlenecks, row i of image i.
       paths: [str] per image: every distinct file's picture is read once, as a thumbnail.
-      same_pixels, distance_ratio, aligned_correlation: the thresholds (module constants).
+      same_pixels, distance_ratio, aligned_correlation, matched_correlation: the thresholds
+        (module constants).
 
     Returns:
       [DuplicateGroup]: exact groups first, then near ones, each list by first row; a near
@@ -67,8 +79,12 @@ def find_duplicates(content_keys, features, paths, same_pixels=SAME_PIXELS,
     thumbnails = np.stack([_thumbnail(paths[row]) for row in representatives])
     signatures = _signatures(thumbnails)
     pairs = set(zip(*similarity.pairs_above(signatures, same_pixels)[:2]))
-    for a, b in mutual_neighbours(unit, distance_ratio):
-        if aligned(thumbnails, signatures, a, b) >= aligned_correlation:
+    for a, b, ratio in mutual_neighbours(unit):
+        if ratio <= distance_ratio and aligned(thumbnails, signatures, a, b) >= aligned_correlation:
+            pairs.add((a, b))
+        elif (signatures[a] @ signatures[b] >= THUMBNAIL_FOR_MATCHED
+              and matched(paths[representatives[a]], paths[representatives[b]])
+              >= matched_correlation):
             pairs.add((a, b))
     edges = [(int(representatives[a]), int(representatives[b]), float(unit[a] @ unit[b]))
              for a, b in sorted(pairs)]
@@ -77,9 +93,10 @@ def find_duplicates(content_keys, features, paths, same_pixels=SAME_PIXELS,
             + sorted(near, key=lambda group: group.rows[0]))
 
 
-def mutual_neighbours(unit, distance_ratio, rank=NEIGHBOUR_RANK):
-    """[(a, b)], a < b: rows that are each other's nearest neighbour and whose cosine distance
-    is at most distance_ratio times each one's distance to its rank-th neighbour."""
+def mutual_neighbours(unit, rank=NEIGHBOUR_RANK):
+    """[(a, b, ratio)], a < b: rows that are each other's nearest neighbour, with their cosine
+    distance divided by the larger of their distances to their rank-th neighbours (at most 1:
+    how much the pair stands out from its neighbourhood, smaller is more)."""
     if len(unit) <= rank:
         return []
     nearest, similarities = similarity.nearest_neighbours(unit, rank)
@@ -87,9 +104,30 @@ def mutual_neighbours(unit, distance_ratio, rank=NEIGHBOUR_RANK):
     for a, b in enumerate(nearest[:, 0]):
         if a < b and nearest[b, 0] == a:
             local = 1.0 - max(similarities[a, rank - 1], similarities[b, rank - 1])
-            if 1.0 - similarities[a, 0] <= distance_ratio * local:
-                pairs.append((a, int(b)))
+            ratio = (1.0 - similarities[a, 0]) / max(local, 1e-12)
+            pairs.append((a, int(b), float(ratio)))
     return pairs
+
+
+def matched(path_a, path_b, size=MATCHED_SIZE):
+    """The correlation of two pictures' grey pixels, both box-resized to the smaller one's
+    width and height (each at most size): a resized copy is compared at the resolution it
+    was saved at, where a 16x16 thumbnail blurs away what tells look-alikes apart. -1.0 when
+    either cannot be read."""
+    try:
+        with Image.open(path_a) as image_a, Image.open(path_b) as image_b:
+            width = min(image_a.width, image_b.width, size)
+            height = min(image_a.height, image_b.height, size)
+            pixels = []
+            for image in (image_a, image_b):
+                image.draft("L", (width, height))  # JPEGs decode at the size needed, no less
+                grey = image.convert("L").resize((width, height), Image.BOX)
+                pixels.append(np.asarray(grey, np.float32).ravel())
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return -1.0
+    centered = [values - values.mean() for values in pixels]
+    norms = np.linalg.norm(centered[0]) * np.linalg.norm(centered[1])
+    return float(centered[0] @ centered[1] / norms) if norms > 0 else -1.0
 
 
 def aligned(thumbnails, signatures, a, b, steps=CROP_STEPS):

@@ -13,6 +13,7 @@ from retrain.audit import audit
 from retrain.audit import duplicates
 from retrain.audit import label_issues
 from retrain.audit import outliers
+from retrain.audit import similarity
 from retrain.data import dataset
 
 pytestmark = pytest.mark.timeout(120)
@@ -106,3 +107,56 @@ def test_write_audit_files(tmp_path):
     assert written["counts"]["images"] == 12
     page = (tmp_path / "out" / audit.AUDIT_PAGE).read_text()
     assert "Possible label errors" in page and "Duplicates" in page
+
+
+def _pair_features(pairs, neighbours=5, dim=16, seed=0):
+    """float32 [2 * pairs + pairs * neighbours, dim]: rows 2k, 2k + 1 are each other's nearest
+    neighbours, but only about twice as close as their 5 neighbours (rows after 2 * pairs):
+    the relative rule alone (distance ratio <= DISTANCE_RATIO) does not join them."""
+    rng = np.random.default_rng(seed)
+    rows, extra = [], []
+    for _ in range(pairs):
+        center = rng.normal(0, 10, dim)
+        step = rng.normal(0, 1, dim)
+        step *= 0.5 / np.linalg.norm(step)
+        rows += [center + step, center - step]
+        for _ in range(neighbours):
+            offset = rng.normal(0, 1, dim)
+            extra.append(center + offset * 1.3 / np.linalg.norm(offset))
+    return np.array(rows + extra, np.float32)
+
+
+def test_resized_copy_is_grouped_and_look_alike_is_not(tmp_path):
+    """A 28-pixel picture saved 1.5x larger, and a different picture of the same layout (same
+    blocks, other fine detail): both pairs are mutual nearest bottleneck neighbours that do not
+    stand out (ratio above DISTANCE_RATIO) and whose 16x16 thumbnails correlate below
+    SAME_PIXELS; compared at 28x28, only the copy matches."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (7, 7), dtype=np.uint8)
+    original = Image.fromarray(blocks).resize((28, 28), Image.NEAREST)
+    original.save(tmp_path / "a.png")
+    original.resize((42, 42), Image.BILINEAR).save(tmp_path / "a_resized.png")
+    other = Image.fromarray(rng.integers(0, 256, (7, 7), dtype=np.uint8)).resize((28, 28),
+                                                                                  Image.NEAREST)
+    other.save(tmp_path / "b.png")
+    detail = np.asarray(other, np.float32) + rng.normal(0, 30, (28, 28))
+    Image.fromarray(np.clip(detail, 0, 255).astype(np.uint8)).save(tmp_path / "b_look_alike.png")
+    features = _pair_features(2)
+    paths = [str(tmp_path / name) for name in ("a.png", "a_resized.png", "b.png",
+                                                "b_look_alike.png")]
+    for row in range(len(features) - 4):  # the neighbours: distinct random pictures
+        noise = Image.fromarray(rng.integers(0, 256, (7, 7), dtype=np.uint8))
+        noise.resize((28, 28), Image.NEAREST).save(tmp_path / f"n{row}.png")
+        paths.append(str(tmp_path / f"n{row}.png"))
+    # The preconditions that make this a test of the matched-resolution rule.
+    unit = similarity.unit_rows(features)
+    ratios = {(a, b): ratio for a, b, ratio in duplicates.mutual_neighbours(unit)}
+    assert ratios[(0, 1)] > duplicates.DISTANCE_RATIO and ratios[(2, 3)] > duplicates.DISTANCE_RATIO
+    signatures = np.stack([duplicates.pixel_signature(path) for path in paths[:4]])
+    for a, b in ((0, 1), (2, 3)):
+        correlation = signatures[a] @ signatures[b]
+        assert duplicates.THUMBNAIL_FOR_MATCHED <= correlation < duplicates.SAME_PIXELS
+    assert duplicates.matched(paths[0], paths[1]) >= duplicates.MATCHED_CORRELATION
+    assert duplicates.matched(paths[2], paths[3]) < duplicates.MATCHED_CORRELATION
+    groups = duplicates.find_duplicates([path.encode() for path in paths], features, paths)
+    assert [(group.kind, group.rows) for group in groups] == [("near", [0, 1])]

@@ -35,8 +35,10 @@ def test_noise_classes_do_not_train(tmp_path, tiny_module):
 def test_everything_is_written_under_output_dir(trained):
     result, output_dir = trained
     assert sorted(os.listdir(output_dir)) == [
-        "bottlenecks", "checkpoints", "confusion_matrix.png", "metrics.json", "output_labels.txt",
-        "report.html", "saved_model", "summaries", "training_curves.png", "training_log.txt"]
+        "audit.html", "audit.json", "bottlenecks", "checkpoints", "confusion_matrix.png",
+        "metrics.json", "output_labels.txt", "reliability.png", "report.html", "saved_model",
+        "summaries", "training_curves.png", "training_log.txt"]
+    assert os.listdir(output_dir / "saved_model") == ["1"]  # TF Serving's version folder
     assert (output_dir / "output_labels.txt").read_text() == "blue\ngreen\nred\n"
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["labels"] == result.labels

@@ -107,7 +107,9 @@ def test_kill_during_export_keeps_the_old_model_whole(tmp_path, many_images, tin
     flags = dict(RUN_FLAGS, bottleneck_dir=reference / "bottlenecks", learning_rate=0.5)
     process = processes.start(processes.retrain_argv(many_images, tiny_module, output_dir, **flags),
                               tmp_path / "run.log")
-    assert processes.kill_when(process, processes.exists(str(output_dir / ".tmp-*saved_model")))
+    # The export's temporary folder lies beside its version folder: saved_model/.tmp-*-1.
+    assert processes.kill_when(process, processes.exists(str(output_dir / "saved_model" /
+                                                             ".tmp-*")))
     # The path holds a whole model (the old one: the new one was not finished) and labels.
     assert_loads(output_dir / "saved_model")
     assert ((output_dir / "output_labels.txt").read_bytes()

@@ -5,9 +5,11 @@ measured by scripts/benchmark.py, not here.
 """
 
 import io
+import itertools
 import os
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -234,20 +236,22 @@ def test_distorted_batches_still_come_from_the_full_image(tmp_path):
 
 def test_a_reader_slow_on_the_cpu_is_waited_for_not_taken_over(tmp_path, monkeypatch, caplog):
     """A reader busy longer than the starvation check (a huge image) is working, not starved:
-    no warning, and no image read twice. (Readers at normal priority here, so that other
-    programs on the machine cannot starve them for real.)"""
+    no warning, and no image read twice. The process's CPU clock is simulated (a reader busy
+    on a core advances it while the network waits), so the outcome does not depend on how
+    busy the machine is: with the real clock, other programs could starve the test for real."""
     caplog.set_level("WARNING", logger="absl")
     paths = _write_images(str(tmp_path), 4)
     monkeypatch.setattr(preprocess, "_STARVED_READER_SECONDS", 0.1)
     monkeypatch.setattr(preprocess, "_lower_thread_priority", lambda: None)
+    cpu_seconds = itertools.count(step=1.0)
+    monkeypatch.setattr(preprocess, "time", types.SimpleNamespace(
+        process_time=lambda: next(cpu_seconds)))
     reads = []
     real_read = preprocess.read_for_module
 
     def read_slowly(*args):
         reads.append(args[0])
-        busy_until = time.process_time() + 0.3
-        while time.process_time() < busy_until:
-            pass
+        time.sleep(0.3)  # Longer than the check: each wait times out at least twice.
         return real_read(*args)
 
     monkeypatch.setattr(preprocess, "read_for_module", read_slowly)

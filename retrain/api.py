@@ -123,7 +123,7 @@ def configure_devices(config):
 
 
 class Model:
-    """A classifier that retrain exported (SavedModel or .tflite), ready to label images."""
+    """A classifier that retrain exported (SavedModel, .tflite or .onnx), ready to label images."""
 
     def __init__(self, classifier):
         self._classifier = classifier
@@ -218,14 +218,18 @@ class Model:
 
 
 def load(model_path, labels_file=None):
-    """Loads what retrain exported: a SavedModel folder, or a .tflite file (its labels file
-    beside it, or labels_file). Returns a Model."""
+    """Loads what retrain exported: a SavedModel folder, or a .tflite or .onnx file (its
+    labels file beside it, or labels_file). Returns a Model."""
     # pylint: disable=import-outside-toplevel
     model_path = os.fspath(model_path)
     if model_path.endswith(".tflite") and not os.path.isdir(model_path):
         from retrain.predict import tflite_runtime
         return Model(tflite_runtime.load_classifier(model_path, labels_file))
+    if model_path.endswith(".onnx") and not os.path.isdir(model_path):
+        from retrain.predict import onnx_runtime
+        return Model(onnx_runtime.load_classifier(model_path, labels_file))
     if labels_file:
-        raise UserError("labels_file goes with a .tflite model; a SavedModel carries its labels.")
+        raise UserError("labels_file goes with a .tflite or .onnx model; a SavedModel carries "
+                        "its labels.")
     from retrain.predict import label_image
     return Model(label_image.load_classifier(model_path))

@@ -134,3 +134,15 @@ def test_onnx_flag_without_the_extra_fails_before_tensorflow(monkeypatch):
     with pytest.raises(UserError, match=r"needs tf2onnx, .*pip install 'retrain\[onnx\]'"):
         preflight.check_onnx_extra("m.onnx")
     preflight.check_onnx_extra(None)
+
+
+def test_the_api_loads_the_onnx_file_like_the_saved_model(exported):
+    """retrain.load("model.onnx") labels as retrain.load(saved_model) does."""
+    import retrain  # pylint: disable=import-outside-toplevel
+    folder, saved_model_dir, labels, paths, _ = exported
+    onnx_model = retrain.load(folder / "model.onnx")
+    saved_model = retrain.load(saved_model_dir)
+    assert onnx_model.labels == labels
+    np.testing.assert_allclose(onnx_model.predict(paths), saved_model.predict(paths), atol=1e-5)
+    with pytest.raises(UserError, match="labels_file goes with a .tflite or .onnx"):
+        retrain.load(saved_model_dir, labels_file=str(folder / "model_labels.txt"))

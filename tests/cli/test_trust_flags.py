@@ -39,7 +39,8 @@ def test_trust_flags_reach_the_config_and_default_to_the_configs_values():
                                   "--unknown_bank_size=200", "--saved_model_version=3"])
     assert (config.unknown_known_share, config.unknown_method, config.unknown_neighbors,
             config.unknown_bank_size, config.saved_model_version) == (0.9, "knn", 5, 200, 3)
-    assert parse_retrain_flags(["--image_dir=p", "--saved_model_version=0"]).saved_model_version == 0
+    unversioned = parse_retrain_flags(["--image_dir=p", "--saved_model_version=0"])
+    assert unversioned.saved_model_version == 0
 
 
 @pytest.mark.parametrize("arg, message", [

@@ -156,9 +156,11 @@ def write_audit(result, output_dir):
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, AUDIT_FILE)
     text = json.dumps(result.as_dict(), indent=1, ensure_ascii=False)
-    files.write_file_atomically(path, text.encode("utf-8", "surrogateescape"))
+    files.write_file_atomically(path, text.encode("utf-8", "surrogateescape"),
+                                flag="--output_dir")
     files.write_file_atomically(os.path.join(output_dir, AUDIT_PAGE),
-                                page.build_page(result).encode("utf-8", "surrogateescape"))
+                                page.build_page(result).encode("utf-8", "surrogateescape"),
+                                flag="--output_dir")
     result.audit_file = path
     log = logging.warning if result.counts["leaks"] else logging.info
     log("%s%s See %s", result.summary(),

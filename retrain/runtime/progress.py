@@ -6,12 +6,15 @@ line, so logs hold whole lines only. Training runs also write every evaluation's
 to a log file (TrainingProgress).
 """
 
+import contextlib
 import os
 import shutil
 import sys
 import time
 
 from absl import logging
+
+from retrain.runtime import files
 
 # The live line is redrawn at most this often (seconds): often enough to look alive, rarely
 # enough that drawing costs nothing next to a training step.
@@ -156,12 +159,13 @@ class TrainingProgress:
         self._start, self._start_step = clock(), start_step
         self._schedule = _TenthSchedule(total_steps, start_step, 0.0, max_interval, self._start)
         self._live = LiveLine(stream, clock=clock)
-        self._file = None
+        self._file, self._log_file = None, log_file
         if log_file:
-            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-            # Line-buffered: each line is on disk once written, even if the run is killed.
-            self._file = open(log_file, "a" if append else "w",  # pylint: disable=consider-using-with
-                              buffering=1, encoding="utf-8")
+            with self._log_write_errors():
+                os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+                # Line-buffered: each line is on disk once written, even if the run is killed.
+                self._file = open(log_file, "a" if append else "w",  # pylint: disable=consider-using-with
+                                  buffering=1, encoding="utf-8")
 
     def __enter__(self):
         return self
@@ -174,7 +178,8 @@ class TrainingProgress:
         verbose."""
         for line in lines:
             if self._file:
-                self._file.write(line + "\n")
+                with self._log_write_errors():
+                    self._file.write(line + "\n")
             if self._verbose:
                 _log(line)
 
@@ -205,8 +210,25 @@ class TrainingProgress:
     def close(self):
         self._live.erase()
         if self._file:
-            self._file.close()
-            self._file = None
+            log, self._file = self._file, None
+            with self._log_write_errors():
+                log.close()
+
+    @contextlib.contextmanager
+    def _log_write_errors(self):
+        """Turns a failed write of the log file (a full disk, a read-only folder) into a UserError
+        that names the folder and the fix; the log lives in --output_dir."""
+        try:
+            yield
+        except OSError as error:
+            if self._file:
+                log, self._file = self._file, None
+                try:
+                    log.close()
+                except OSError:
+                    pass  # The same failure again, on flushing what was buffered.
+            raise files.write_error(os.path.dirname(os.path.abspath(self._log_file)),
+                                    "--output_dir", error, what="the training log") from error
 
 
 def _log(text):

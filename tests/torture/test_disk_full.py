@@ -80,8 +80,9 @@ def test_disk_full_while_exporting(tmp_path, many_images, tiny_module):
     pipeline.run(fast_config(many_images, tiny_module, tmp_path / "first", bottleneck_dir=str(cache),
                              how_many_training_steps=10))
     with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        # The audit off: its files would fill this disk before the export is reached.
         config = fast_config(many_images, tiny_module, disk / "out", bottleneck_dir=str(cache),
-                             how_many_training_steps=10)
+                             how_many_training_steps=10, audit=False)
         with pytest.raises(UserError, match=r"Cannot write the model to '.*disk/out/saved_model' "
                            r"\(No space left on device\); free some space there, or pass "
                            "--saved_model_dir"):
@@ -90,6 +91,22 @@ def test_disk_full_while_exporting(tmp_path, many_images, tiny_module):
         assert not (disk / "out" / "saved_model" / "1").exists()
         assert not glob.glob(str(disk / "out" / "saved_model" / ".tmp-*")), \
             "half-written model left behind"
+
+
+def test_disk_full_with_every_output_on(tmp_path, many_images, tiny_module):
+    """The default outputs (the audit's files, the training log, summaries, the model): whichever
+    write meets the full disk, the run stops with one UserError naming the reason and the fix."""
+    cache = tmp_path / "cache"
+    pipeline.run(fast_config(many_images, tiny_module, tmp_path / "first", bottleneck_dir=str(cache),
+                             how_many_training_steps=10, audit=False))
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        config = fast_config(many_images, tiny_module, disk / "out", bottleneck_dir=str(cache),
+                             how_many_training_steps=10)
+        with pytest.raises(UserError, match=r"Cannot write .* to '.*disk/out.*' \(No space left "
+                           r"on device\); free some space there, or pass --"):
+            pipeline.run(config)
+        assert not glob.glob(str(disk / "out" / "**" / ".tmp-*"), recursive=True), \
+            "half-written file left behind"
 
 
 def limit_file_size(size):

@@ -94,9 +94,13 @@ def test_kill_during_training_leaves_no_model(tmp_path, many_images, tiny_module
     process = processes.start(processes.retrain_argv(many_images, tiny_module, output_dir, **flags),
                               tmp_path / "run.log")
     assert processes.kill_when(process, processes.exists(str(output_dir / "summaries" / "train" / "*")))
-    # Like the summaries, the training log is written as training goes; no model, labels or
-    # metrics may appear before training ends.
-    assert sorted(set(os.listdir(output_dir)) - {"training_log.txt"}) == ["summaries"]
+    # Like the summaries, the training log is written as training goes, and the audit is
+    # finished before training starts (--exclude_flagged needs it); no model, labels or metrics
+    # may appear before training ends.
+    assert sorted(set(os.listdir(output_dir)) - {"training_log.txt"}) == [
+        "audit.html", "audit.json", "summaries"]
+    with open(output_dir / "audit.json", encoding="utf-8") as audit:
+        assert "label_issues" in json.load(audit)  # Whole: written by rename.
 
 
 def test_kill_during_export_keeps_the_old_model_whole(tmp_path, many_images, tiny_module,

@@ -10,6 +10,7 @@ from absl import logging
 import numpy as np
 
 from retrain import preflight
+from retrain.audit import audit
 from retrain.config import FINE_TUNE_DROPOUT
 from retrain.config import FINE_TUNE_HEAD_RATE_MULTIPLIER
 from retrain.config import FINE_TUNE_PATIENCE
@@ -17,7 +18,6 @@ from retrain.config import FINE_TUNE_TOP_BATCH_SIZE
 from retrain.config import FINE_TUNE_TOP_LEARNING_RATE
 from retrain.config import FINE_TUNE_WHOLE_BATCH_SIZE
 from retrain.config import FINE_TUNE_WHOLE_LEARNING_RATE
-from retrain.audit import audit
 from retrain.data import dataset
 from retrain.data import distortion_settings
 from retrain.data import split

@@ -163,3 +163,22 @@ def test_fine_tuned_augmented_distorts_and_fine_tunes():
     from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel
     config = compare.METHODS["fine_tuned_augmented"].configure(RetrainConfig(image_dir="p"))
     assert config.fine_tune and config.any_distortion()
+
+
+def test_compare_shows_the_fine_tuned_rows_and_their_gains(tmp_path, tiny_module, colour_images):
+    # The tiny module (the whole-network path: rows and gains do not depend on the path).
+    base = fast_config(colour_images, tiny_module, tmp_path / "unused", learning_rate=0.0,
+                       how_many_training_steps=10, eval_step_interval=5, augmentation_copies=1,
+                       fine_tune_steps=10, fine_tune_eval_interval=5, fine_tune_learning_rate=0.05,
+                       audit=False)
+    rows = compare.compare(base, [tiny_module], ["frozen", "fine_tuned_augmented"],
+                           str(tmp_path / "compare"))
+    assert [row.method for row in rows] == ["frozen", "fine_tuned_augmented"]
+    assert all(row.error == "" and row.minutes > 0 for row in rows)
+    assert rows[0].gain_over_frozen == 0
+    # The untrained head (learning_rate 0) leaves fine-tuning room to gain.
+    assert rows[1].test_top1_accuracy > rows[0].test_top1_accuracy
+    assert rows[1].gain_over_frozen == pytest.approx(
+        (rows[1].test_top1_accuracy - rows[0].test_top1_accuracy) * 100, abs=0.01)
+    table = (tmp_path / "compare" / "comparison.md").read_text()
+    assert "vs frozen" in table and "fine_tuned_augmented" in table

@@ -2,6 +2,8 @@
 # The container's entrypoint (run under dumb-init, see the Dockerfile).
 #
 #   retrain [flags]      retrain with the container's folders as defaults
+#   retrain audit|compare|bottlenecks [flags]
+#                        the subcommand, with the same defaults (bottlenecks: no /out)
 #   label_image [flags]  label_image reading the model from /out
 #   --flag ...           short for `retrain --flag ...`
 #   anything else        runs as a command (sh, python3, tensorboard, ...)
@@ -26,6 +28,25 @@ esac
 case "${1:-}" in
     retrain)
         shift
+        # A subcommand must stay the first argument; the defaults go after it.
+        case "${1:-}" in
+            audit | compare)
+                command="$1"
+                shift
+                exec retrain "${command}" \
+                    --image_dir=/images \
+                    --output_dir=/out \
+                    --bottleneck_dir=/cache/bottlenecks \
+                    "$@"
+                ;;
+            bottlenecks)  # it writes only the cache: no --output_dir
+                shift
+                exec retrain bottlenecks \
+                    --image_dir=/images \
+                    --bottleneck_dir=/cache/bottlenecks \
+                    "$@"
+                ;;
+        esac
         exec retrain \
             --image_dir=/images \
             --output_dir=/out \

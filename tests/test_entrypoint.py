@@ -69,6 +69,19 @@ def test_user_flags_come_after_the_defaults_so_they_win(fake_env):
     assert call["argv"] == RETRAIN_DEFAULTS + user_args
 
 
+@pytest.mark.parametrize("subcommand", ["audit", "compare"])
+def test_a_subcommand_stays_first_and_gets_the_defaults(fake_env, subcommand):
+    # The subcommand must come first: `retrain --image_dir=/images audit` would be a retrain run.
+    call = fake_call(run_entrypoint(["retrain", subcommand, "--kfolds=3"], fake_env))
+    assert call["argv"] == [subcommand, *RETRAIN_DEFAULTS, "--kfolds=3"]
+
+
+def test_bottlenecks_gets_no_output_dir(fake_env):
+    call = fake_call(run_entrypoint(["retrain", "bottlenecks"], fake_env))
+    assert call["argv"] == ["bottlenecks", "--image_dir=/images",
+                            "--bottleneck_dir=/cache/bottlenecks"]
+
+
 def test_leading_flag_means_retrain(fake_env):
     call = fake_call(run_entrypoint(["--how_many_training_steps=5"], fake_env))
     assert call["tool"] == "retrain"

@@ -221,6 +221,7 @@ chown "${run_uid}" "${out}" "${cache}"
 # root filesystem, so that the run can write nowhere but its volumes and /tmp.
 in_container=(docker run --rm --user "${run_uid}" --read-only --tmpfs /tmp)
 retrain_flags=(--how_many_training_steps=40 --learning_rate=0.5)
+module_flags=()  # the module, for the subcommands that take no training flags
 
 phase "container checks"
 line="$("${in_container[@]}" "${image}" sh -c 'ls /sys/class/net | tr "\n" " "; id -u')"
@@ -239,7 +240,8 @@ import tensorflow as tf, tf_keras
 inputs = tf_keras.Input([32, 32, 3])
 features = tf_keras.layers.GlobalAveragePooling2D()(inputs)
 tf.saved_model.save(tf_keras.Model(inputs, features), "/cache/tiny_module")' 2>/dev/null
-    retrain_flags+=(--tfhub_module=/cache/tiny_module)
+    module_flags+=(--tfhub_module=/cache/tiny_module)
+    retrain_flags+=("${module_flags[@]}")
 fi
 
 phase "retrain (uid 4242)"
@@ -259,6 +261,16 @@ phase "retrain (uid 4242)"
 not_owned="$(find "${out}" "${cache}" ! -uid 4242 | head -n 3)"
 [[ -z "${not_owned}" ]] || fail "files not owned by uid 4242: ${not_owned}"
 passed "retrain wrote labels, saved_model, metrics and summaries to /out, bottlenecks to /cache, as uid 4242"
+"${python}" -c '
+import json, sys
+metrics = json.load(open(sys.argv[1] + "/metrics.json"))
+audit = json.load(open(sys.argv[1] + "/audit.json"))
+assert metrics["calibration"]["temperature"] > 0, metrics.get("calibration")
+assert "threshold" in json.dumps(metrics["unknown"]), metrics.get("unknown")
+assert metrics["audit"]["seconds"] >= 0 and "label_issues" in audit, metrics.get("audit")
+' "${out}" || fail "metrics.json lacks calibration, unknown or audit, or audit.json is wrong"
+[[ -f "${out}/audit.html" ]] || fail "no audit.html"
+passed "retrain calibrated, set an unknown threshold and audited (audit.json, audit.html)"
 if (( $(nproc) >= 2 )); then
     # Without a GPU, one forward pass per core at once (retrain.runtime.devices.configure_threads).
     grep -q "TensorFlow runs $(nproc) forward passes at once, one per core" "${workdir}/retrain.log" \
@@ -281,14 +293,36 @@ assert [record["path"] for record in records] == [
 for record in records[:2]:
     assert record["labels"][0] == record["path"].split("/")[2], record
     assert len(record["labels"]) == len(record["scores"]) == 3, record
+    assert record["unknown"] in (True, False) and record["unknown_score"] >= 0, record
 assert "error" in records[2], records[2]
 '
 statuses=("${PIPESTATUS[@]}")
 set -e
 [[ ${statuses[1]} == 0 ]] || fail "label_image's JSON output (log: $(tail -n 5 "${workdir}/label_image.log"))"
-passed "label_image in a pipeline: one JSON line per image, the right top label"
+passed "label_image in a pipeline: one JSON line per image, the right top label, unknown or not"
 [[ ${statuses[0]} != 0 ]] || fail "label_image exited 0 although an image was missing"
 passed "label_image's failure is the container's exit status (${statuses[0]})"
+
+phase "retrain audit (uid 4242)"
+# A copy of the images with one red picture planted under green/: an exact duplicate across
+# labels, which the audit must report. Only the planted file's bottleneck is new.
+planted="${data}/planted"
+cp -r "${images}" "${planted}"
+cp "${planted}/red/red_000.png" "${planted}/green/planted_copy.png"
+mkdir -p "${out}/audit_only"
+chown "${run_uid}" "${out}/audit_only"
+"${in_container[@]}" -v "${planted}:/images:ro" -v "${out}:/out" -v "${cache}:/cache" \
+    "${image}" retrain audit "${module_flags[@]}" --output_dir=/out/audit_only \
+    >"${workdir}/audit.log" 2>&1 \
+    || { tail -n 30 "${workdir}/audit.log" >&2; fail "retrain audit in the container"; }
+"${python}" -c '
+import json, sys
+audit = json.load(open(sys.argv[1]))
+groups = [sorted(group["paths"]) for group in audit["duplicates"] if group["kind"] == "exact"]
+assert ["green/planted_copy.png", "red/red_000.png"] in groups, audit["duplicates"]
+assert audit["counts"]["label_conflicts"] >= 1, audit["counts"]
+' "${out}/audit_only/audit.json" || fail "retrain audit missed the planted copy"
+passed "retrain audit in the container finds a copy planted under another label"
 
 phase "slim image (label_image without TensorFlow)"
 light_image="${image_name}-light:latest"

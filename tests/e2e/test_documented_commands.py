@@ -255,6 +255,9 @@ NOT_RUNNABLE = {
     "docker run --rm --user \"$(id -u):$(id -g)\" -v /data/photos:/images:ro -v /data/out:/out "
     "-v retrain-cache:/cache retrain retrain --image_dir /images":
         f"{_COVERED} (--user, images :ro, /out and /cache mounted; /cache a folder)",
+    "docker run --rm --user \"$(id -u):$(id -g)\" -v /data/photos:/images:ro -v /data/out:/out "
+    "-v retrain-cache:/cache retrain retrain audit":
+        f"{_COVERED} (retrain audit as uid 4242, images :ro, on a copy with a planted duplicate)",
     "docker run --rm -v /data/out:/out:ro -v /data/new:/new:ro retrain label_image --image "
     "/new/x.jpg": f"{_COVERED} (label_image --image with /out and /new read-only)",
     "docker run --rm -v /data/out:/out:ro -v /data/new:/new:ro retrain label_image --image_dir "

@@ -5,8 +5,11 @@ tf.lite, which TensorFlow 2.21 still ships but has deprecated in favour of ai_ed
 Nothing here imports TensorFlow unless ai_edge_litert is missing.
 """
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 import threading
 import warnings
 
@@ -32,6 +35,41 @@ def make_interpreter(model_path=None, model_content=None):
         # the module docstring says so once, and the log should not repeat it per model.
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
         return Interpreter(model_path=model_path, model_content=model_content)
+
+
+# LiteRT's C++ runtime prints this on stderr the first time a process allocates an interpreter.
+_DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_notice_lock = threading.Lock()
+_notice_seen = False
+
+
+@contextlib.contextmanager
+def _without_delegate_notice():
+    """Drops the runtime's one-time XNNPACK notice from stderr (label_image's stderr is for
+    messages a user acts on, and in a shell loop the notice came once per image). The C++ code
+    writes to file descriptor 2, which Python cannot filter: it goes to a temporary file while
+    the first interpreter allocates, and every other line is written back."""
+    global _notice_seen  # pylint: disable=global-statement
+    with _notice_lock:
+        if _notice_seen:
+            yield
+            return
+        _notice_seen = True
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                kept = [line for line in caught.read().splitlines(keepends=True)
+                        if not line.startswith(_DELEGATE_NOTICE)]
+                if kept:
+                    os.write(2, b"".join(kept))
 
 
 class TFLiteClassifier:
@@ -70,7 +108,8 @@ class TFLiteClassifier:
         state = self._per_thread
         if not hasattr(state, "interpreter"):
             state.interpreter = make_interpreter(model_path=self.model_path)
-            state.interpreter.allocate_tensors()
+            with _without_delegate_notice():
+                state.interpreter.allocate_tensors()
             state.batch_size = int(state.interpreter.get_input_details()[0]["shape"][0])
         return state.interpreter
 

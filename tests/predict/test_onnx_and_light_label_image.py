@@ -85,6 +85,8 @@ def _label_image_without_tensorflow(args):
     completed = subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW, *args],
                                capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
+    # LiteRT's "Created TensorFlow Lite XNNPACK delegate" notice is kept off stderr.
+    assert "XNNPACK" not in completed.stderr, completed.stderr
     return completed.stdout
 
 

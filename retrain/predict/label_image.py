@@ -16,6 +16,7 @@ from retrain.data import preprocess
 from retrain.errors import UserError
 from retrain.export import saved_model
 from retrain.predict import model_files
+from retrain.predict import predictions
 from retrain.runtime import batch_tuning
 
 
@@ -42,13 +43,9 @@ class Classifier:
         return outputs["prediction"].numpy(), outputs["unknown_score"].numpy()
 
 
-@dataclasses.dataclass
-class Prediction:
-    path: str
-    probabilities: np.ndarray = None  # float32 [num_labels], or None if the image failed
-    error: str = None
-    unknown_score: float = None  # None: the model has no unknown score
-    unknown: bool = None  # unknown_score > the threshold; None without a score
+# One record and one ranking for every model format (predictions.py runs without TensorFlow).
+Prediction = predictions.Prediction
+top_predictions = predictions.top_predictions
 
 
 def load_classifier(saved_model_dir):
@@ -137,11 +134,5 @@ def classifier_threshold(classifier, override=None):
     if override is not None:
         return float(override)
     return getattr(classifier, "unknown_threshold", None)
-
-
-def top_predictions(prediction, labels, count):
-    """[(label, score)] for the `count` most likely labels, highest first."""
-    order = np.argsort(-prediction.probabilities, kind="stable")[:count]
-    return [(labels[index], float(prediction.probabilities[index])) for index in order]
 
 

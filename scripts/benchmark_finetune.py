@@ -43,14 +43,16 @@ def subset(source, target, per_class):
     return target
 
 
-def run_set(name, image_dir, work_dir, seed, module, methods, copies, bottleneck_dir):
-    """{method: compare.Row} for one set and seed, each method in its own compare call."""
+def run_set(name, image_dir, work_dir, seed, module, methods, copies, bottleneck_dir,
+            overrides=None):
+    """{method: compare.Row} for one set and seed, each method in its own compare call;
+    overrides: more RetrainConfig fields (the fine-tuning settings under test)."""
     from retrain.compare import compare  # pylint: disable=import-outside-toplevel
     from retrain.config import RetrainConfig  # pylint: disable=import-outside-toplevel
     rows = {}
     for method in methods:
         config = RetrainConfig(image_dir=image_dir, random_seed=seed, augmentation_copies=copies,
-                               bottleneck_dir=bottleneck_dir)
+                               bottleneck_dir=bottleneck_dir, **(overrides or {}))
         started = time.monotonic()
         (row,) = compare.compare(config, [module], [method],
                                  os.path.join(work_dir, f"{name}-seed{seed}-{method}"))
@@ -102,8 +104,12 @@ def main():
                         help="distorted variants per training image in the augmented rows")
     parser.add_argument("--bottleneck_root", help="where <set>_bottlenecks caches are "
                         "(default: --work_dir); the caches are keyed by image content")
+    parser.add_argument("--fine_tune_top_blocks", type=int,
+                        help="blocks the fine-tuned rows train (default: retrain's)")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
+    overrides = ({} if args.fine_tune_top_blocks is None
+                 else {"fine_tune_top_blocks": args.fine_tune_top_blocks})
     from absl import logging  # pylint: disable=import-outside-toplevel
     logging.set_verbosity(logging.INFO)
     methods = args.methods.split(",")
@@ -120,7 +126,7 @@ def main():
         per_seed = {seed: run_set(name, image_dir, args.work_dir, seed, args.module, methods,
                                    args.augmentation_copies,
                                    os.path.join(args.bottleneck_root or args.work_dir,
-                                                f"{name}_bottlenecks"))
+                                                f"{name}_bottlenecks"), overrides)
                     for seed in map(int, args.seeds.split(","))}
         test_count = next(iter(per_seed.values()))["frozen"].test_count
         results[name] = (f"{counts} images, test N={test_count}", per_seed)

@@ -55,8 +55,12 @@ RUN python3 -m pip install --no-cache-dir /opt/retrain/src \
  && for backbone in ${BAKED_BACKBONES}; do \
         retrain --tfhub_module="${backbone}" --prepare_module_only || exit 1; \
     done \
+ && MPLCONFIGDIR=/opt/retrain/matplotlib python3 -c "import matplotlib.font_manager" \
  && chmod -R a+rX /opt/retrain
 
+# Above, matplotlib's font list (for the report's plots) is built once: in a fresh HOME, as
+# every `docker run` with another uid or a read-only root has, it would be built again on each
+# run and logged ("generated new fontManager"). The entrypoint copies it into place.
 COPY docker/entrypoint.sh /usr/local/bin/retrain-entrypoint
 RUN chmod 0755 /usr/local/bin/retrain-entrypoint
 

@@ -21,6 +21,16 @@ if [ ! -w "${HOME:-/}" ]; then
     export HOME
 fi
 
+# matplotlib (the report's plots) builds its font list on first import in each fresh HOME and
+# logs that it did; the image carries one built at build time (see the Dockerfile).
+if [ -z "${MPLCONFIGDIR:-}" ] && [ -d /opt/retrain/matplotlib ]; then
+    if mkdir -p "${HOME}/.config/matplotlib" 2>/dev/null \
+        && cp /opt/retrain/matplotlib/fontlist-*.json "${HOME}/.config/matplotlib/" 2>/dev/null; then
+        MPLCONFIGDIR="${HOME}/.config/matplotlib"
+        export MPLCONFIGDIR
+    fi
+fi
+
 case "${1:-}" in
     -*) set -- retrain "$@" ;;
 esac

@@ -302,6 +302,10 @@ set -e
 passed "label_image in a pipeline: one JSON line per image, the right top label, unknown or not"
 [[ ${statuses[0]} != 0 ]] || fail "label_image exited 0 although an image was missing"
 passed "label_image's failure is the container's exit status (${statuses[0]})"
+if grep -q "fontManager" "${workdir}/label_image.log" "${workdir}/retrain.log"; then
+    fail "matplotlib built its font list at run time (the image carries one)"
+fi
+passed "no font list built at run time (quiet stderr)"
 
 phase "retrain audit (uid 4242)"
 # A copy of the images with one red picture planted under green/: an exact duplicate across

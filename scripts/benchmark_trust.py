@@ -133,15 +133,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", help="also write the tables to this file")
     args = parser.parse_args()
-    if args.image_dir:
-        folders = [(os.path.basename(os.path.normpath(args.image_dir)), args.image_dir,
-                    args.bottleneck_dir or os.path.join(args.work_dir, "bottlenecks"))]
-    else:
-        names = [name for name in args.sets.split(",") if name]
-        if not names:
-            parser.error("pass --image_dir or --sets")
-        folders = [(name, reference_sets.ensure(name, os.path.join(args.work_dir, name)),
-                    os.path.join(args.work_dir, f"{name}_bottlenecks")) for name in names]
+    folders = reference_sets.folders_to_measure(
+        parser, args.image_dir, args.bottleneck_dir or os.path.join(args.work_dir, "bottlenecks"),
+        args.sets, args.work_dir)
     texts = []
     for name, image_dir, bottleneck_dir in folders:
         features, labels, split_names, label_names = load(image_dir, args.tfhub_module,

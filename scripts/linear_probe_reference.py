@@ -152,15 +152,10 @@ def main():
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    if args.image_dir:
-        folders = [(os.path.basename(os.path.normpath(args.image_dir)), args.image_dir,
-                    args.bottleneck_dir or os.path.join(args.output_dir, "bottlenecks"))]
-    else:
-        names = [name for name in args.sets.split(",") if name]
-        if not names:
-            parser.error("pass --image_dir or --sets")
-        folders = [(name, reference_sets.ensure(name, os.path.join(args.work_dir, name)),
-                    os.path.join(args.work_dir, f"{name}_bottlenecks")) for name in names]
+    folders = reference_sets.folders_to_measure(
+        parser, args.image_dir,
+        args.bottleneck_dir or os.path.join(args.output_dir, "bottlenecks"), args.sets,
+        args.work_dir)
     rows = []
     for name, image_dir, bottleneck_dir in folders:
         arrays, num_classes = load_split_bottlenecks(image_dir, args.tfhub_module, bottleneck_dir,

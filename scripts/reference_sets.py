@@ -89,6 +89,19 @@ def ensure(name, out_dir):
     return out_dir
 
 
+def folders_to_measure(parser, image_dir, bottleneck_dir, sets, work_dir):
+    """[(name, image folder, bottleneck cache)] for a benchmark script: the one --image_dir
+    given, with its cache at bottleneck_dir; else each set named in `sets` (comma-separated),
+    written under work_dir on first use, with its cache beside it."""
+    if image_dir:
+        return [(os.path.basename(os.path.normpath(image_dir)), image_dir, bottleneck_dir)]
+    names = [name for name in sets.split(",") if name]
+    if not names:
+        parser.error("pass --image_dir or --sets")
+    return [(name, ensure(name, os.path.join(work_dir, name)),
+             os.path.join(work_dir, f"{name}_bottlenecks")) for name in names]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", choices=sorted(SETS))

@@ -126,6 +126,26 @@ def fast_config(image_dir, module, output_dir, **overrides):
     return RetrainConfig(**settings)
 
 
+# Runs a command's module in a fresh interpreter and reports on stderr, as it exits, whether it
+# had imported TensorFlow: the "fail fast" promise is that usage errors and pre-checks had not.
+_REPORT_TENSORFLOW = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    sys.stderr.write("tensorflow imported: %s\\n" % ("tensorflow" in sys.modules))
+"""
+
+
+def run_reporting_tensorflow(module_args, *args, cwd=None):
+    """subprocess.CompletedProcess (text) of `python -m MODULE ARGS...` (module_args: the module
+    and any arguments before args); stderr ends with "tensorflow imported: True|False"."""
+    module, *rest = module_args
+    return subprocess.run([sys.executable, "-c", _REPORT_TENSORFLOW, module, *rest, *args],
+                          capture_output=True, text=True, check=False, timeout=100, cwd=cwd)
+
+
 def parse_retrain_flags(argv):
     """The RetrainConfig that `retrain <argv>` builds, parsed on a FlagValues of its own."""
     from absl import flags  # pylint: disable=import-outside-toplevel

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.conftest import run_reporting_tensorflow
+
 pytestmark = pytest.mark.timeout(120)
 
 COMMANDS = {
@@ -18,27 +20,12 @@ COMMANDS = {
     "retrain bottlenecks": ["retrain", "bottlenecks"],
 }
 
-# Runs a command's run_main in this interpreter and reports, after it exits, whether it had
-# imported TensorFlow: the "fail fast" promise is that it had not.
-_REPORT_TENSORFLOW = """
-import runpy, sys
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-finally:
-    sys.stderr.write("tensorflow imported: %s\\n" % ("tensorflow" in sys.modules))
-"""
-
-
 def _run(module_args, *args, cwd=None):
     return subprocess.run([sys.executable, "-m", *module_args, *args], capture_output=True,
                           text=True, check=False, timeout=100, cwd=cwd)
 
 
-def _run_reporting_tensorflow(module_args, *args, cwd=None):
-    module, *rest = module_args
-    return subprocess.run([sys.executable, "-c", _REPORT_TENSORFLOW, module, *rest, *args],
-                          capture_output=True, text=True, check=False, timeout=100, cwd=cwd)
+_run_reporting_tensorflow = run_reporting_tensorflow
 
 
 @pytest.mark.parametrize("program", sorted(COMMANDS))

@@ -1,32 +1,18 @@
 """The calibration/unknown and version-folder flags: they reach the config, and a bad value
 is a one-line error naming it, before TensorFlow is imported (flags, preflight, label_image)."""
 
-import subprocess
-import sys
-
 import pytest
 
 from retrain import preflight
 from retrain.config import RetrainConfig
 from retrain.errors import UserError
 from tests.conftest import parse_retrain_flags
+from tests.conftest import run_reporting_tensorflow
 
 pytestmark = pytest.mark.timeout(120)
 
-# Runs a command's module and reports whether it had imported TensorFlow when it exited.
-_REPORT_TENSORFLOW = """
-import runpy, sys
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-finally:
-    sys.stderr.write("tensorflow imported: %s\\n" % ("tensorflow" in sys.modules))
-"""
-
-
 def _run(module, *args, cwd=None):
-    return subprocess.run([sys.executable, "-c", _REPORT_TENSORFLOW, module, *args],
-                          capture_output=True, text=True, check=False, timeout=100, cwd=cwd)
+    return run_reporting_tensorflow([module], *args, cwd=cwd)
 
 
 def test_trust_flags_reach_the_config_and_default_to_the_configs_values():

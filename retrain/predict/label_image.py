@@ -134,5 +134,3 @@ def classifier_threshold(classifier, override=None):
     if override is not None:
         return float(override)
     return getattr(classifier, "unknown_threshold", None)
-
-

@@ -20,17 +20,15 @@ COMMANDS = {
     "retrain bottlenecks": ["retrain", "bottlenecks"],
 }
 
+
 def _run(module_args, *args, cwd=None):
     return subprocess.run([sys.executable, "-m", *module_args, *args], capture_output=True,
                           text=True, check=False, timeout=100, cwd=cwd)
 
 
-_run_reporting_tensorflow = run_reporting_tensorflow
-
-
 @pytest.mark.parametrize("program", sorted(COMMANDS))
 def test_help_exits_0_with_a_summary_an_example_and_the_first_flags(program):
-    completed = _run_reporting_tensorflow(COMMANDS[program], "--help")
+    completed = run_reporting_tensorflow(COMMANDS[program], "--help")
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert out.startswith(f"usage: {program} ")
@@ -59,7 +57,7 @@ def test_helpfull_lists_every_flag_and_exits_0():
 # Not `retrain bottlenecks`: the flags it does not know are Beam's pipeline options.
 @pytest.mark.parametrize("program", ["retrain", "label_image", "retrain compare"])
 def test_a_mistyped_flag_is_a_one_line_usage_error_with_status_2(program):
-    completed = _run_reporting_tensorflow(COMMANDS[program], "--image_dri=photos")
+    completed = run_reporting_tensorflow(COMMANDS[program], "--image_dri=photos")
     assert completed.returncode == 2
     lines = [line for line in completed.stderr.splitlines() if not line.startswith("tensorflow")]
     assert len(lines) == 1
@@ -110,7 +108,7 @@ def _two_classes(tmp_path, images_per_class=1):
 ])
 def test_retrain_reports_folder_and_setting_mistakes_before_importing_tensorflow(
         tmp_path, make_args, message):
-    completed = _run_reporting_tensorflow(COMMANDS["retrain"], *make_args(tmp_path),
+    completed = run_reporting_tensorflow(COMMANDS["retrain"], *make_args(tmp_path),
                                           f"--output_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr
@@ -130,14 +128,14 @@ def test_retrain_reports_folder_and_setting_mistakes_before_importing_tensorflow
     (["--image_dir=missing"], "--image_dir 'missing' is not a folder"),
 ])
 def test_label_image_reports_mistakes_before_importing_tensorflow(tmp_path, args, message):
-    completed = _run_reporting_tensorflow(COMMANDS["label_image"], *args, cwd=tmp_path)
+    completed = run_reporting_tensorflow(COMMANDS["label_image"], *args, cwd=tmp_path)
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr
     assert "tensorflow imported: False" in completed.stderr
 
 
 def test_compare_reports_an_empty_modules_list_before_importing_tensorflow(tmp_path):
-    completed = _run_reporting_tensorflow(COMMANDS["retrain compare"],
+    completed = run_reporting_tensorflow(COMMANDS["retrain compare"],
                                           f"--image_dir={_two_classes(tmp_path, 2)}")
     assert completed.returncode == 2
     assert "--modules is empty" in completed.stderr

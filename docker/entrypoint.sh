@@ -39,27 +39,20 @@ case "${1:-}" in
     retrain)
         shift
         # A subcommand must stay the first argument; the defaults go after it.
+        subcommand=""
+        output_dir="--output_dir=/out"
         case "${1:-}" in
-            audit | compare)
-                command="$1"
+            audit | compare | bottlenecks)
+                subcommand="$1"
                 shift
-                exec retrain "${command}" \
-                    --image_dir=/images \
-                    --output_dir=/out \
-                    --bottleneck_dir=/cache/bottlenecks \
-                    "$@"
-                ;;
-            bottlenecks)  # it writes only the cache: no --output_dir
-                shift
-                exec retrain bottlenecks \
-                    --image_dir=/images \
-                    --bottleneck_dir=/cache/bottlenecks \
-                    "$@"
                 ;;
         esac
-        exec retrain \
+        if [ "${subcommand}" = bottlenecks ]; then
+            output_dir=""  # it writes only the cache, and takes no --output_dir
+        fi
+        exec retrain ${subcommand:+"${subcommand}"} \
             --image_dir=/images \
-            --output_dir=/out \
+            ${output_dir:+"${output_dir}"} \
             --bottleneck_dir=/cache/bottlenecks \
             "$@"
         ;;

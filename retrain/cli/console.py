@@ -6,10 +6,11 @@ import gc
 import glob
 import logging as std_logging
 import os
-import subprocess
 import sys
 
 from absl import logging
+
+from retrain.runtime import native_stderr
 
 
 def configure_log_format():
@@ -78,18 +79,6 @@ def _erase_live_line(record):  # pylint: disable=unused-argument
 _CUDA_NOISE = (r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                r"|Could not find cuda drivers on your machine|failed call to cuInit")
 
-# A filter process, so that what TensorFlow writes reaches the terminal at once, and still
-# does if the import kills the process (a CPU it was not built for: it prints why, then aborts).
-_FILTER_PROGRAM = """
-import re, sys
-noise = re.compile(sys.argv[1].encode())
-for line in sys.stdin.buffer:
-    if not noise.search(line):
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
-"""
-
-
 def has_gpu_device():
     """Whether the machine shows an NVIDIA GPU (/dev/nvidia*, or /dev/dxg under WSL)."""
     return bool(glob.glob("/dev/nvidia*") or os.path.exists("/dev/dxg"))
@@ -103,46 +92,8 @@ def _without_cuda_lines_unless_gpu():
     if has_gpu_device() or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         yield
         return
-    with _stderr_filtered(_CUDA_NOISE):
+    with native_stderr.filtered(_CUDA_NOISE):
         yield
-
-
-@contextlib.contextmanager
-def _stderr_filtered(pattern):
-    """Runs the block with file descriptor 2 (C++ code's stderr too) piped through a process
-    that drops the lines matching the regular expression `pattern`."""
-    sys.stderr.flush()
-    saved_stderr, filter_process = _start_filter(pattern)
-    if filter_process is None:  # The lines are noise, not worth failing for.
-        yield
-        return
-    os.dup2(filter_process.stdin.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-        filter_process.stdin.close()
-        filter_process.wait()  # What came through is written before anything that follows.
-
-
-def _start_filter(pattern):
-    """(a copy of file descriptor 2, the filter process writing to it), or (None, None) if
-    there is no stderr or no process to spare."""
-    try:
-        saved_stderr = os.dup(2)
-    except OSError:
-        return None, None
-    try:
-        # In a session of its own: the Ctrl-C that the terminal sends to retrain must not end
-        # it before it has passed on retrain's last lines.
-        return saved_stderr, subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-I", "-c", _FILTER_PROGRAM, pattern], stdin=subprocess.PIPE,
-            stdout=saved_stderr, start_new_session=True)
-    except OSError:
-        os.close(saved_stderr)
-        return None, None
 
 
 def skip_garbage_collection_at_exit():

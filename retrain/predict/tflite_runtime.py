@@ -8,8 +8,7 @@ Nothing here imports TensorFlow unless ai_edge_litert is missing.
 import contextlib
 import json
 import os
-import sys
-import tempfile
+import re
 import threading
 import warnings
 
@@ -18,6 +17,7 @@ import numpy as np
 from retrain.errors import UserError
 from retrain.export.tflite_settings import calibration_path_for
 from retrain.predict import model_files
+from retrain.runtime import native_stderr
 
 
 def make_interpreter(model_path=None, model_content=None):
@@ -38,7 +38,7 @@ def make_interpreter(model_path=None, model_content=None):
 
 
 # LiteRT's C++ runtime prints this on stderr the first time a process allocates an interpreter.
-_DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 _notice_lock = threading.Lock()
 _notice_seen = False
 
@@ -46,30 +46,17 @@ _notice_seen = False
 @contextlib.contextmanager
 def _without_delegate_notice():
     """Drops the runtime's one-time XNNPACK notice from stderr (label_image's stderr is for
-    messages a user acts on, and in a shell loop the notice came once per image). The C++ code
-    writes to file descriptor 2, which Python cannot filter: it goes to a temporary file while
-    the first interpreter allocates, and every other line is written back."""
+    messages a user acts on, and in a shell loop the notice came once per image): the first
+    interpreter allocates with stderr filtered (C++ code writes to file descriptor 2, which
+    Python's logging does not reach)."""
     global _notice_seen  # pylint: disable=global-statement
     with _notice_lock:
         if _notice_seen:
             yield
             return
         _notice_seen = True
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as caught:
-            os.dup2(caught.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                kept = [line for line in caught.read().splitlines(keepends=True)
-                        if not line.startswith(_DELEGATE_NOTICE)]
-                if kept:
-                    os.write(2, b"".join(kept))
+        with native_stderr.filtered(re.escape(_DELEGATE_NOTICE)):
+            yield
 
 
 class TFLiteClassifier:

@@ -1,1 +1,1 @@
-"""What every stage runs on: devices and thread pools (devices), number formats (precision), batch sizes chosen by timing (batch_tuning), several forward passes at once (streams), atomic files (files), progress lines (progress)."""
+"""What every stage runs on: devices and thread pools (devices), number formats (precision), batch sizes chosen by timing (batch_tuning), several forward passes at once (streams), atomic files (files), progress lines (progress), native code's stderr lines dropped by pattern (native_stderr)."""

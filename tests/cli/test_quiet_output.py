@@ -13,6 +13,7 @@ import pytest
 
 from retrain import pipeline
 from retrain.cli import console
+from retrain.runtime import native_stderr
 from retrain.runtime import progress
 from tests.conftest import fast_config
 
@@ -204,7 +205,7 @@ def test_stderr_filter_drops_cuda_lines_and_passes_the_rest(capfd):
              "I0000 00:00:1.2 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
              "GPU will not be used.\n")
     # pylint: disable=protected-access
-    with console._stderr_filtered(console._CUDA_NOISE):
+    with native_stderr.filtered(console._CUDA_NOISE):
         os.write(2, noise.encode() + b"E0000 real trouble\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "E0000 real trouble\nafter\n"

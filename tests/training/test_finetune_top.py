@@ -281,3 +281,22 @@ def test_resume_with_other_settings_is_a_user_error(tmp_path):
     run.description = {"path": "cached_top", "test": 2}
     with pytest.raises(UserError, match="drop --resume"):
         run.restore()
+
+
+def _best(steps_done, accuracy, cross_entropy):
+    return finetune_checkpoint.Best([], steps_done, accuracy, cross_entropy)
+
+
+def test_a_tie_with_a_fine_tuned_epoch_keeps_the_later_one():
+    assert finetune_top.replaces_best(0.98, 0.20, _best(3, 0.98, 0.15))
+    assert finetune_top.replaces_best(0.99, 0.30, _best(3, 0.98, 0.15))
+    assert not finetune_top.replaces_best(0.97, 0.10, _best(3, 0.98, 0.15))
+
+
+def test_the_start_gives_way_only_to_better_validation():
+    """A tie with the frozen network is settled by cross-entropy: fine-tuning that changes
+    nothing measurable keeps the start."""
+    assert not finetune_top.replaces_best(0.98, 0.20, _best(0, 0.98, 0.15))
+    assert finetune_top.replaces_best(0.98, 0.10, _best(0, 0.98, 0.15))
+    assert finetune_top.replaces_best(0.99, 0.30, _best(0, 0.98, 0.15))
+    assert not finetune_top.replaces_best(0.97, 0.10, _best(0, 0.98, 0.15))

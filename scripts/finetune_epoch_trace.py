@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Diagnostic: validation and TEST accuracy after every epoch of cached top fine-tuning, and the
+test accuracy each rule for choosing the kept epoch would give.
+
+  python scripts/finetune_epoch_trace.py --sets textures,digits --seeds 0,1 \
+      --work_dir /tmp/ft4 --bottleneck_root /tmp/probe --variants '{}' '{"epochs": 12}'
+
+retrain never looks at the test split while training; this script does, to see how much a
+choice of epoch costs (the test accuracy of the epoch kept against the best epoch's). It
+wraps finetune_top's private _TopRun._record and _ActivationCache.originals, so it breaks
+(loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
+TopFineTuneSettings fields (epochs, dropout, learning_rate, ...), which override the
+settings the run would use. The lower network's activations are computed once per set,
+seed and block count, and reused across variants.
+
+The rules compared on each run's trace:
+- accuracy, then lower cross-entropy (finetune._is_better, the whole-network path's rule);
+- accuracy, ties to the later epoch (finetune_top.replaces_best, the cached path's rule);
+- the last epoch run.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=wrong-import-position,protected-access
+import benchmark_finetune
+import reference_sets
+from retrain import pipeline
+from retrain.config import RetrainConfig
+from retrain.training import finetune
+from retrain.training import finetune_checkpoint
+from retrain.training import finetune_top
+
+TEST_CACHE = "Fine-tuning cache (test)"
+
+
+class Tracer:
+    """Patches finetune_top to record (epoch, validation accuracy, validation cross-entropy,
+    test accuracy) after every epoch of the next runs, and to reuse lower activations."""
+
+    def __init__(self):
+        self.trace, self.test_labels, self.overrides, self.memo = [], None, {}, {}
+        self._originals = finetune_top._ActivationCache.originals
+        self._record = finetune_top._TopRun._record
+        self._fine_tune_top = finetune_top.fine_tune_top
+        tracer = self
+
+        def originals(cache, image_files, what, dtype=np.float16):
+            key = (cache.settings.blocks, what, tuple(image.path for image in image_files))
+            if key not in tracer.memo:
+                tracer.memo[key] = tracer._originals(cache, image_files, what, dtype)
+            if what == TEST_CACHE:
+                tracer.test = tracer.memo[key]
+            return tracer.memo[key]
+
+        def record(run, epoch, *args):
+            tracer._record(run, epoch, *args)
+            logits = finetune_top._map_batches(run.network.logits, tracer.test.activations)
+            labels = tracer.test_labels[tracer.test.ok]
+            tracer.trace.append((epoch, run.history.validation_accuracy[-1],
+                                 run.history.validation_cross_entropy[-1],
+                                 float(np.mean(np.argmax(logits, axis=1) == labels))))
+
+        def fine_tune_top(module, head, data, settings, *args, **kwargs):
+            tracer.test_labels = np.asarray(data["testing"][1])
+            settings = dataclasses.replace(settings, **tracer.overrides)
+            return tracer._fine_tune_top(module, head, data, settings, *args, **kwargs)
+
+        finetune_top._ActivationCache.originals = originals
+        finetune_top._TopRun._record = record
+        pipeline.finetune_top.fine_tune_top = fine_tune_top
+
+
+def kept_epoch(trace, replaces):
+    """The epoch a rule keeps: replaces(accuracy, cross_entropy, best) -> bool."""
+    epoch, accuracy, cross_entropy, _ = trace[0]
+    best = finetune_checkpoint.Best([], epoch, accuracy, cross_entropy)
+    for epoch, accuracy, cross_entropy, _ in trace[1:]:
+        if replaces(accuracy, cross_entropy, best):
+            best = finetune_checkpoint.Best([], epoch, accuracy, cross_entropy)
+    return best.steps_done
+
+
+RULES = {"accuracy_then_cross_entropy": finetune._is_better,
+         "accuracy_ties_to_later": finetune_top.replaces_best,
+         "last_epoch": lambda *_: True}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", default="textures,digits")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--work_dir", default="benchmark_finetune")
+    parser.add_argument("--bottleneck_root", help="where <set>_bottlenecks caches are")
+    parser.add_argument("--per_class", type=int, default=190)
+    parser.add_argument("--variants", nargs="+", default=["{}"])
+    args = parser.parse_args()
+    settings_fields = {field.name for field in dataclasses.fields(finetune_top.TopFineTuneSettings)}
+    tracer = Tracer()
+    for name in args.sets.split(","):
+        full = reference_sets.ensure(name, os.path.join(args.work_dir, f"{name}_full"))
+        image_dir = benchmark_finetune.subset(
+            full, os.path.join(args.work_dir, f"{name}_{args.per_class}"), args.per_class)
+        bottleneck_dir = os.path.join(args.bottleneck_root or args.work_dir, f"{name}_bottlenecks")
+        for seed in map(int, args.seeds.split(",")):
+            for variant in args.variants:
+                overrides = json.loads(variant)
+                tracer.overrides = {k: v for k, v in overrides.items() if k in settings_fields}
+                config = RetrainConfig(
+                    image_dir=image_dir, bottleneck_dir=bottleneck_dir, fine_tune=True,
+                    random_seed=seed, audit=False,
+                    output_dir=os.path.join(args.work_dir, f"trace-{name}-{seed}"),
+                    **{k: v for k, v in overrides.items() if k not in settings_fields})
+                tracer.trace = []
+                result = pipeline.run(config)
+                trace = tracer.trace
+                frozen = trace[0][3]
+                print(f"TRACE {name} seed={seed} {variant} N={result.test.count}: " + " ".join(
+                    f"e{e}:val {v * 100:.1f}/ce {c:.3f}/test {t * 100:.1f}"
+                    for e, v, c, t in trace), flush=True)
+                print(f"KEPT {name} seed={seed} {variant}: " + "; ".join(
+                    f"{rule} e{kept_epoch(trace, replaces)} "
+                    f"{(trace[kept_epoch(trace, replaces)][3] - frozen) * 100:+.1f}"
+                    for rule, replaces in RULES.items())
+                    + f"; best epoch on test {(max(t for *_, t in trace) - frozen) * 100:+.1f}",
+                    flush=True)
+
+
+if __name__ == "__main__":
+    main()

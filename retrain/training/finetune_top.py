@@ -315,7 +315,7 @@ def replaces_best(accuracy, cross_entropy, best):
     accuracy, or the same with lower cross-entropy (finetune's rule). A fine-tuned best is
     replaced by higher accuracy or by a tie: the later epoch has settled at a lower rate of
     the cosine schedule, and on textures and MNIST it matched or beat the earlier one on the
-    test split in 9 of 10 runs (BENCHMARKS.md, "Fine-tuning from the top"). Cross-entropy
+    test split in 12 of 13 runs (BENCHMARKS.md, "Fine-tuning from the top"). Cross-entropy
     favours the earlier, less confident epoch, and confidence is calibrated afterwards anyway.
     """
     if best.steps_done == 0 or accuracy is None or best.validation_accuracy is None:

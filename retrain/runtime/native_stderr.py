@@ -1,16 +1,22 @@
 """Lines that native (C++) code writes to stderr, dropped by pattern.
 
 TensorFlow and LiteRT write some notices straight to file descriptor 2, where Python's
-logging cannot filter them. filtered() points descriptor 2 at a small filter process for the
-length of a block. A process, rather than a file read back afterwards, so that what passes
-reaches the terminal at once, and still does if the block kills the process (TensorFlow on a
-CPU it was not built for prints why, then aborts).
+logging cannot filter them. filtered() points descriptor 2 elsewhere for the length of a
+block, in one of two ways:
+- live (the default): through a small filter process, so that what passes reaches the
+  terminal at once, and still does if the block kills the process (TensorFlow on a CPU it
+  was not built for prints why, then aborts). Starting the process costs 40-60 ms.
+- not live: into a temporary file, written back without the matching lines when the block
+  ends. No process to start, for short blocks on a fast path (label_image --tflite_model's
+  first allocation); a crash inside the block loses what it printed.
 """
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 _FILTER_PROGRAM = """
 import re, sys
@@ -23,38 +29,62 @@ for line in sys.stdin.buffer:
 
 
 @contextlib.contextmanager
-def filtered(pattern):
-    """Runs the block with file descriptor 2 (C++ code's stderr too) piped through a process
-    that drops the lines matching the regular expression `pattern` (a str)."""
+def filtered(pattern, live=True):
+    """Runs the block with file descriptor 2 (C++ code's stderr too) filtered: the lines
+    matching the regular expression `pattern` (a str) are dropped. live: see the module
+    docstring."""
     sys.stderr.flush()
-    saved_stderr, filter_process = _start_filter(pattern)
-    if filter_process is None:  # The lines are noise, not worth failing for.
+    try:
+        os.fstat(2)
+    except OSError:  # No stderr: nothing to filter.
         yield
         return
-    os.dup2(filter_process.stdin.fileno(), 2)
+    with (_through_process if live else _through_file)(pattern):
+        yield
+
+
+@contextlib.contextmanager
+def _redirected(target_fd):
+    """Descriptor 2 points at target_fd for the block, then back where it was."""
+    saved = os.dup(2)
+    os.dup2(target_fd, 2)
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-        filter_process.stdin.close()
-        filter_process.wait()  # What came through is written before anything that follows.
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def _start_filter(pattern):
-    """(a copy of file descriptor 2, the filter process writing to it), or (None, None) if
-    there is no stderr or no process to spare."""
-    try:
-        saved_stderr = os.dup(2)
-    except OSError:
-        return None, None
+@contextlib.contextmanager
+def _through_process(pattern):
     try:
         # In a session of its own: the Ctrl-C that the terminal sends to retrain must not end
-        # it before it has passed on retrain's last lines.
-        return saved_stderr, subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-I", "-c", _FILTER_PROGRAM, pattern], stdin=subprocess.PIPE,
-            stdout=saved_stderr, start_new_session=True)
-    except OSError:
-        os.close(saved_stderr)
-        return None, None
+        # it before it has passed on retrain's last lines. -S: no site-packages to start.
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-I", "-S", "-c", _FILTER_PROGRAM, pattern],
+            stdin=subprocess.PIPE, stdout=2, start_new_session=True)
+    except OSError:  # The lines are noise, not worth failing for.
+        yield
+        return
+    try:
+        with _redirected(process.stdin.fileno()):
+            yield
+    finally:
+        process.stdin.close()
+        process.wait()  # What came through is written before anything that follows.
+
+
+@contextlib.contextmanager
+def _through_file(pattern):
+    noise = re.compile(pattern.encode())
+    with tempfile.TemporaryFile() as caught:
+        try:
+            with _redirected(caught.fileno()):
+                yield
+        finally:
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True)
+                    if not noise.search(line)]
+            if kept:
+                os.write(2, b"".join(kept))

@@ -209,3 +209,11 @@ def test_stderr_filter_drops_cuda_lines_and_passes_the_rest(capfd):
         os.write(2, noise.encode() + b"E0000 real trouble\n")
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "E0000 real trouble\nafter\n"
+
+
+def test_stderr_filter_held_in_a_file_drops_the_same_lines(capfd):
+    with native_stderr.filtered(console._CUDA_NOISE, live=False):  # pylint: disable=protected-access
+        os.write(2, b"I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\n"
+                    b"E0000 real trouble\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "E0000 real trouble\nafter\n"

@@ -56,7 +56,7 @@ def _without_delegate_notice():
             return
         _notice_seen = True
         # Not live: a filter process would add 40-60 ms to a 0.3 s cold start.
-        with native_stderr.filtered(re.escape(_DELEGATE_NOTICE), live=False):
+        with native_stderr.filtered("^" + re.escape(_DELEGATE_NOTICE), live=False):
             yield
 
 

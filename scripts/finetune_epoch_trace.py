@@ -10,8 +10,11 @@ choice of epoch costs (the test accuracy of the epoch kept against the best epoc
 wraps finetune_top's private _TopRun._record and _ActivationCache.originals, so it breaks
 (loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
 TopFineTuneSettings fields (epochs, dropout, learning_rate, ...), which override the
-settings the run would use. The lower network's activations are computed once per set,
-seed and block count, and reused across variants.
+settings the run would use, or "anchor_decay": beta, which adds L2-SP to the network's
+gradients (beta * (w - w_start): the penalty beta / 2 * |w - w_start|^2 that pulls the top
+blocks toward their pretrained weights; Li et al., "Explicit inductive bias for transfer
+learning with convolutional networks", 2018). The lower network's activations are computed
+once per set, seed and block count, and reused across variants.
 
 The rules compared on each run's trace:
 - accuracy, then lower cross-entropy (finetune._is_better, the whole-network path's rule);
@@ -26,6 +29,7 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,16 +45,33 @@ from retrain.training import finetune_top
 TEST_CACHE = "Fine-tuning cache (test)"
 
 
+class AnchoredOptimizer:
+    """An optimizer's apply_gradients with L2-SP's gradient, decay * (w - w_start), added;
+    w_start: the variables' values when it is made (the pretrained weights)."""
+
+    def __init__(self, optimizer, variables, decay):
+        self.optimizer, self.decay = optimizer, decay
+        self.anchors = {variable.ref(): tf.constant(variable.numpy()) for variable in variables}
+
+    def apply_gradients(self, pairs):
+        return self.optimizer.apply_gradients(
+            [(gradient + self.decay * (variable - self.anchors[variable.ref()]), variable)
+             for gradient, variable in pairs])
+
+
 class Tracer:
     """Patches finetune_top to record (epoch, validation accuracy, validation cross-entropy,
-    test accuracy) after every epoch of the next runs, and to reuse lower activations."""
+    test accuracy) after every epoch of the next runs, to reuse lower activations, and to
+    add L2-SP when anchor_decay is set."""
 
     def __init__(self):
         self.trace, self.test_labels, self.overrides, self.memo = [], None, {}, {}
+        self.anchor_decay = 0.0
         self.test = None  # the test split's cached activations, of the run in progress
         self._originals = finetune_top._ActivationCache.originals
         self._record = finetune_top._TopRun._record
         self._fine_tune_top = finetune_top.fine_tune_top
+        self._make_train_step = finetune_top.make_train_step
         tracer = self
 
         def originals(cache, image_files, what, dtype=np.float16):
@@ -74,7 +95,15 @@ class Tracer:
             settings = dataclasses.replace(settings, **tracer.overrides)
             return tracer._fine_tune_top(module, head, data, settings, *args, **kwargs)
 
+        def make_train_step(network, network_optimizer, *args):
+            if tracer.anchor_decay:
+                network_optimizer = AnchoredOptimizer(network_optimizer,
+                                                      network.module_variables,
+                                                      tracer.anchor_decay)
+            return tracer._make_train_step(network, network_optimizer, *args)
+
         finetune_top._ActivationCache.originals = originals
+        finetune_top.make_train_step = make_train_step
         finetune_top._TopRun._record = record
         finetune_top.fine_tune_top = fine_tune_top  # pipeline calls it through the module
 
@@ -113,6 +142,7 @@ def main():
         for seed in map(int, args.seeds.split(",")):
             for variant in args.variants:
                 overrides = json.loads(variant)
+                tracer.anchor_decay = float(overrides.pop("anchor_decay", 0.0))
                 tracer.overrides = {k: v for k, v in overrides.items() if k in settings_fields}
                 config = RetrainConfig(
                     image_dir=image_dir, bottleneck_dir=bottleneck_dir, fine_tune=True,

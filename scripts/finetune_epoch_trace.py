@@ -6,7 +6,10 @@ test accuracy each rule for choosing the kept epoch would give.
       --work_dir /tmp/ft4 --bottleneck_root /tmp/probe --variants '{}' '{"epochs": 12}'
 
 retrain never looks at the test split while training; this script does, to see how much a
-choice of epoch costs (the test accuracy of the epoch kept against the best epoch's). It
+choice of epoch costs (the test accuracy of the epoch kept against the best epoch's). With
+--holdout, each epoch is also scored on the images of <set>_full that the --per_class subset
+left out (3,100 for digits and fashion): a test set 17 times the size of the split's, so
+that settings can be told apart by less than the split's one image in 190. It
 wraps finetune_top's private _TopRun._record and _ActivationCache.originals, so it breaks
 (loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
 TopFineTuneSettings fields (epochs, dropout, learning_rate, ...), which override the
@@ -27,6 +30,7 @@ import dataclasses
 import json
 import os
 import sys
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +47,24 @@ from retrain.training import finetune_checkpoint
 from retrain.training import finetune_top
 
 TEST_CACHE = "Fine-tuning cache (test)"
+HOLDOUT_CACHE = "Fine-tuning cache (holdout)"
+
+
+class HoldoutImage(typing.NamedTuple):
+    path: str  # all that _ActivationCache.originals reads of an image
+
+
+def holdout_images(full, subset):
+    """([HoldoutImage], int labels): the images of full's class folders that subset lacks,
+    labelled by their folder's index among subset's sorted folders (retrain's label order)."""
+    images, labels = [], []
+    for index, label in enumerate(sorted(os.listdir(subset))):
+        kept = set(os.listdir(os.path.join(subset, label)))
+        for name in sorted(os.listdir(os.path.join(full, label))):
+            if name not in kept:
+                images.append(HoldoutImage(os.path.join(full, label, name)))
+                labels.append(index)
+    return images, np.asarray(labels)
 
 
 class AnchoredOptimizer:
@@ -67,6 +89,9 @@ class Tracer:
     def __init__(self):
         self.trace, self.test_labels, self.overrides, self.memo = [], None, {}, {}
         self.anchor_decay = 0.0
+        self.holdout = None  # (images, labels) to score after every epoch, or None
+        self.holdout_trace = []  # holdout accuracy after every epoch, with a holdout
+        self.cache = None  # the run's _ActivationCache
         self.test = None  # the test split's cached activations, of the run in progress
         self._originals = finetune_top._ActivationCache.originals
         self._record = finetune_top._TopRun._record
@@ -80,6 +105,7 @@ class Tracer:
                 tracer.memo[key] = tracer._originals(cache, image_files, what, dtype)
             if what == TEST_CACHE:
                 tracer.test = tracer.memo[key]
+            tracer.cache = cache
             return tracer.memo[key]
 
         def record(run, epoch, *args):
@@ -89,6 +115,12 @@ class Tracer:
             tracer.trace.append((epoch, run.history.validation_accuracy[-1],
                                  run.history.validation_cross_entropy[-1],
                                  float(np.mean(np.argmax(logits, axis=1) == labels))))
+            if tracer.holdout:
+                images, labels = tracer.holdout
+                holdout = originals(tracer.cache, images, HOLDOUT_CACHE, np.float32)
+                logits = finetune_top._map_batches(run.network.logits, holdout.activations)
+                tracer.holdout_trace.append(
+                    float(np.mean(np.argmax(logits, axis=1) == labels[holdout.ok])))
 
         def fine_tune_top(module, head, data, settings, *args, **kwargs):
             tracer.test_labels = np.asarray(data["testing"][1])
@@ -131,6 +163,9 @@ def main():
     parser.add_argument("--bottleneck_root", help="where <set>_bottlenecks caches are")
     parser.add_argument("--per_class", type=int, default=190)
     parser.add_argument("--variants", nargs="+", default=["{}"])
+    parser.add_argument("--holdout", action="store_true",
+                        help="also score every epoch on the images of <set>_full left out of "
+                        "the subset")
     args = parser.parse_args()
     settings_fields = {field.name for field in dataclasses.fields(finetune_top.TopFineTuneSettings)}
     tracer = Tracer()
@@ -139,6 +174,7 @@ def main():
         image_dir = benchmark_finetune.subset(
             full, os.path.join(args.work_dir, f"{name}_{args.per_class}"), args.per_class)
         bottleneck_dir = os.path.join(args.bottleneck_root or args.work_dir, f"{name}_bottlenecks")
+        tracer.holdout = holdout_images(full, image_dir) if args.holdout else None
         for seed in map(int, args.seeds.split(",")):
             for variant in args.variants:
                 overrides = json.loads(variant)
@@ -149,7 +185,7 @@ def main():
                     random_seed=seed, audit=False,
                     output_dir=os.path.join(args.work_dir, f"trace-{name}-{seed}"),
                     **{k: v for k, v in overrides.items() if k not in settings_fields})
-                tracer.trace = []
+                tracer.trace, tracer.holdout_trace = [], []
                 result = pipeline.run(config)
                 trace = tracer.trace
                 frozen = trace[0][3]
@@ -162,6 +198,19 @@ def main():
                     for rule, epoch in kept.items())
                     + f"; best epoch on test {(max(t for *_, t in trace) - frozen) * 100:+.1f}",
                     flush=True)
+                if tracer.holdout_trace:
+                    print(_holdout_line(name, seed, variant, tracer.holdout_trace, kept,
+                                        len(tracer.holdout[1])), flush=True)
+
+
+def _holdout_line(name, seed, variant, accuracies, kept, count):
+    """HOLDOUT line: accuracy after every epoch, and each rule's kept epoch's gain."""
+    frozen = accuracies[0]
+    return (f"HOLDOUT {name} seed={seed} {variant} N={count}: "
+            + " ".join(f"e{epoch}:{accuracy * 100:.1f}" for epoch, accuracy in enumerate(accuracies))
+            + "; " + "; ".join(f"{rule} e{epoch} {(accuracies[epoch] - frozen) * 100:+.1f}"
+                               for rule, epoch in kept.items())
+            + f"; best epoch {(max(accuracies) - frozen) * 100:+.1f}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ test accuracy each rule for choosing the kept epoch would give.
 retrain never looks at the test split while training; this script does, to see how much a
 choice of epoch costs (the test accuracy of the epoch kept against the best epoch's). With
 --holdout, each epoch is also scored on the images of <set>_full that the --per_class subset
-left out (3,100 for digits and fashion): a test set 17 times the size of the split's, so
-that settings can be told apart by less than the split's one image in 190. It
+left out (3,100 for digits and fashion; with --holdout_set textures_unused, 562 for
+textures): a test set 3 to 17 times the size of the split's, so that settings can be told
+apart by less than the split's one image in 190. It
 wraps finetune_top's private _TopRun._record and _ActivationCache.originals, so it breaks
 (loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
 TopFineTuneSettings fields (epochs, dropout, learning_rate, ...), which override the
@@ -54,16 +55,20 @@ class HoldoutImage(typing.NamedTuple):
     path: str  # all that _ActivationCache.originals reads of an image
 
 
-def holdout_images(full, subset):
+def holdout_images(full, subset, extra=None):
     """([HoldoutImage], int labels): the images of full's class folders that subset lacks,
+    and every image of extra's class folders (a reference set disjoint from full, or None),
     labelled by their folder's index among subset's sorted folders (retrain's label order)."""
     images, labels = [], []
     for index, label in enumerate(sorted(os.listdir(subset))):
         kept = set(os.listdir(os.path.join(subset, label)))
-        for name in sorted(os.listdir(os.path.join(full, label))):
-            if name not in kept:
-                images.append(HoldoutImage(os.path.join(full, label, name)))
-                labels.append(index)
+        folders = [(full, kept)] + ([(extra, set())] if extra else [])
+        for root, left_out in folders:
+            folder = os.path.join(root, label)
+            for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+                if name not in left_out:
+                    images.append(HoldoutImage(os.path.join(folder, name)))
+                    labels.append(index)
     return images, np.asarray(labels)
 
 
@@ -166,6 +171,8 @@ def main():
     parser.add_argument("--holdout", action="store_true",
                         help="also score every epoch on the images of <set>_full left out of "
                         "the subset")
+    parser.add_argument("--holdout_set", help="with --holdout, add this reference set's images "
+                        "(textures_unused for textures), written under --work_dir on first use")
     args = parser.parse_args()
     settings_fields = {field.name for field in dataclasses.fields(finetune_top.TopFineTuneSettings)}
     tracer = Tracer()
@@ -174,7 +181,10 @@ def main():
         image_dir = benchmark_finetune.subset(
             full, os.path.join(args.work_dir, f"{name}_{args.per_class}"), args.per_class)
         bottleneck_dir = os.path.join(args.bottleneck_root or args.work_dir, f"{name}_bottlenecks")
-        tracer.holdout = holdout_images(full, image_dir) if args.holdout else None
+        extra = (reference_sets.ensure(args.holdout_set,
+                                       os.path.join(args.work_dir, args.holdout_set))
+                 if args.holdout and args.holdout_set else None)
+        tracer.holdout = holdout_images(full, image_dir, extra) if args.holdout else None
         for seed in map(int, args.seeds.split(",")):
             for variant in args.variants:
                 overrides = json.loads(variant)

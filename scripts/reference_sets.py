@@ -15,6 +15,8 @@ npm.
   (brick, grass, gravel, camera, moon, astronaut, coffee, chelsea, rocket, hubble deep
   field), at most 200 per photo. Plain tiles (sky, background) look alike across photos,
   so no linear layer gets them all right.
+- textures_unused: the tiles of the same photos that textures leaves out, at most 60 a photo
+  (472: chelsea has none left, coffee 16, the others 56-60), to test on beyond its split.
 - faces: scikit-image's lfw_subset, 100 faces and 100 non-faces, 25x25 grey.
 - sk_digits: scikit-learn's 1,797 handwritten digits, 8x8 with 16 grey levels.
 - fashion: Fashion-MNIST (Zalando's greyscale product photos, 28x28, MIT), the first 500 of
@@ -45,6 +47,7 @@ TEXTURE_PHOTOS = ("brick", "grass", "gravel", "camera", "moon", "astronaut", "co
                   "chelsea", "rocket", "hubble_deep_field")
 TILE = 32
 TILES_PER_PHOTO = 200
+UNUSED_TILES_PER_PHOTO = 60  # textures_unused: a held-out test set, capped so that no photo dominates
 
 
 def _write(out_dir, label, index, pixels):
@@ -61,17 +64,24 @@ def _grey(photo):
     return np.clip(photo, 0, 255).astype(np.uint8)
 
 
-def make_textures(out_dir):
+def make_textures(out_dir, unused=False, most=None):
+    """The textures set; unused: instead, the tiles of the same photos that it leaves out
+    (the same random choice of cells, so the two never share a tile), at most `most` a photo."""
     import skimage.data  # pylint: disable=import-outside-toplevel
     rng = np.random.default_rng(0)
     for name in TEXTURE_PHOTOS:
         photo = _grey(getattr(skimage.data, name)())
         rows, columns = photo.shape[0] // TILE, photo.shape[1] // TILE
-        cells = rng.permutation(rows * columns)[:TILES_PER_PHOTO]
+        order = rng.permutation(rows * columns)
+        cells = order[TILES_PER_PHOTO:][:most] if unused else order[:TILES_PER_PHOTO]
         for index, cell in enumerate(sorted(cells)):
             row, column = divmod(int(cell), columns)
             _write(out_dir, name, index,
                    photo[row * TILE:(row + 1) * TILE, column * TILE:(column + 1) * TILE])
+
+
+def make_textures_unused(out_dir):
+    make_textures(out_dir, unused=True, most=UNUSED_TILES_PER_PHOTO)
 
 
 def make_faces(out_dir):
@@ -111,7 +121,8 @@ def make_fashion(out_dir):
 
 
 SETS = {"digits": make_digits, "textures": make_textures, "faces": make_faces,
-        "sk_digits": make_sk_digits, "fashion": make_fashion}
+        "sk_digits": make_sk_digits, "fashion": make_fashion,
+        "textures_unused": make_textures_unused}
 
 
 def ensure(name, out_dir):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fine-tuning against the frozen head on real registry sets: BENCHMARKS.md's issue-27 table.
 
-  python scripts/benchmark_finetune.py --sets digits,textures,sk_digits,faces \
+  python scripts/benchmark_finetune.py --sets digits,textures,sk_digits,faces,fashion \
       --work_dir /tmp/ft/bench --seeds 0 --markdown /tmp/ft/bench/table.md
 
 For each set (scripts/reference_sets.py, cut to --per_class images per class so that runs
@@ -93,7 +93,7 @@ def format_table(results, methods):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sets", default="digits,textures,sk_digits,faces")
+    parser.add_argument("--sets", default="digits,textures,sk_digits,faces,fashion")
     parser.add_argument("--work_dir", default="benchmark_finetune")
     parser.add_argument("--per_class", type=int, default=190,
                         help="images per class at most (digits: 190 gives ~1,500 training)")

@@ -4,6 +4,8 @@ test accuracy each rule for choosing the kept epoch would give.
 
   python scripts/finetune_epoch_trace.py --sets textures,digits --seeds 0,1 \
       --work_dir /tmp/ft4 --bottleneck_root /tmp/probe --variants '{}' '{"epochs": 12}'
+  python scripts/finetune_epoch_trace.py --sets textures --seeds 0,1,2 --work_dir /tmp/ft9 \
+      --bottleneck_root /tmp/probe --holdout --holdout_set textures_unused
 
 retrain never looks at the test split while training; this script does, to see how much a
 choice of epoch costs (the test accuracy of the epoch kept against the best epoch's). With
@@ -11,8 +13,8 @@ choice of epoch costs (the test accuracy of the epoch kept against the best epoc
 left out (3,100 for digits and fashion; with --holdout_set textures_unused, 562 for
 textures): a test set 3 to 17 times the size of the split's, so that settings can be told
 apart by less than the split's one image in 190. It
-wraps finetune_top's private _TopRun._record and _ActivationCache.originals, so it breaks
-(loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
+wraps finetune_top's fine_tune_top, make_train_step and private _TopRun._record and
+_ActivationCache.originals, so it breaks (loudly) when they change. Each variant is a JSON object of RetrainConfig fields, or of
 TopFineTuneSettings fields (epochs, dropout, learning_rate, ...), which override the
 settings the run would use, or "anchor_decay": beta, which adds L2-SP to the network's
 gradients (beta * (w - w_start): the penalty beta / 2 * |w - w_start|^2 that pulls the top

@@ -30,17 +30,14 @@ METHODS = ("frozen", "fine_tuned", "fine_tuned_augmented")
 
 def subset(source, target, per_class):
     """Copies the first per_class images (by name) of each class folder; returns target."""
-    if os.path.isdir(target):
-        return target
-    partial = target + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    for label in sorted(os.listdir(source)):
-        names = sorted(os.listdir(os.path.join(source, label)))[:per_class]
-        os.makedirs(os.path.join(partial, label))
-        for name in names:
-            shutil.copy(os.path.join(source, label, name), os.path.join(partial, label, name))
-    os.rename(partial, target)
-    return target
+    def copy(folder):
+        for label in sorted(os.listdir(source)):
+            names = sorted(os.listdir(os.path.join(source, label)))[:per_class]
+            os.makedirs(os.path.join(folder, label))
+            for name in names:
+                shutil.copy(os.path.join(source, label, name), os.path.join(folder, label, name))
+
+    return reference_sets.write_whole(target, copy)
 
 
 def run_set(name, image_dir, work_dir, seed, module, methods, copies, bottleneck_dir,

@@ -100,8 +100,10 @@ def make_sk_digits(out_dir):
 
 
 def make_digits(out_dir):
+    """The example set's 495 digits per class, without its held-out folder (which
+    make_example_dataset would write beside out_dir, a temporary name under ensure)."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_example_dataset.py")
-    subprocess.run([sys.executable, script, out_dir], check=True)
+    subprocess.run([sys.executable, script, out_dir, "--holdout", "0"], check=True)
 
 
 def make_fashion(out_dir):
@@ -129,10 +131,17 @@ def ensure(name, out_dir):
     """Writes set `name` into out_dir unless out_dir already exists; returns out_dir. The set
     is written beside it first and renamed into place, so an interrupted run leaves no
     half-written out_dir that a later call would take for the whole set."""
+    return write_whole(out_dir, SETS[name])
+
+
+def write_whole(out_dir, write):
+    """Calls write(folder) on a folder beside out_dir and renames it to out_dir, unless out_dir
+    already exists; returns out_dir. An interrupted write leaves only the '.partial' folder,
+    which the next call clears."""
     if not os.path.isdir(out_dir):
         partial = out_dir.rstrip(os.sep) + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
-        SETS[name](partial)
+        write(partial)
         os.rename(partial, out_dir)
     return out_dir
 

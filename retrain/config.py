@@ -26,14 +26,15 @@ DEFAULT_COMPARE_DISTORTIONS = {"random_crop": 10, "random_scale": 10, "random_br
 # does not depend on a gradient's scale): BENCHMARKS.md, "Fine-tuning from the top (issue 27)".
 FINE_TUNE_WHOLE_LEARNING_RATE = 0.00001
 FINE_TUNE_TOP_LEARNING_RATE = 0.0003
-# The cached path's other settings (no flags): epochs without a better validation score
-# before it stops, dropout on the features before the new layer, the new layer's rate over
-# the network's.
-FINE_TUNE_PATIENCE = 4
+# The cached path's other settings (no flags): images per step, dropout on the features
+# before the new layer, the new layer's rate over the network's, and mixup of the cached
+# activations (manifold mixup: Verma et al., 2019), whose share of the other image is drawn
+# from Beta(alpha, alpha) per batch.
 FINE_TUNE_TOP_BATCH_SIZE = 32
 FINE_TUNE_WHOLE_BATCH_SIZE = 16
 FINE_TUNE_DROPOUT = 0.2
 FINE_TUNE_HEAD_RATE_MULTIPLIER = 10.0
+FINE_TUNE_MIXUP_ALPHA = 0.2
 
 
 @dataclasses.dataclass
@@ -119,8 +120,8 @@ class RetrainConfig:
     fine_tune: bool = False
     # Built-in EfficientNet-Lite backbones fine-tune their last fine_tune_top_blocks MBConv
     # blocks (and the final 1x1 convolution) on cached activations (retrain.training.finetune_top):
-    # fine_tune_epochs epochs at most, stopping after FINE_TUNE_PATIENCE without a better
-    # validation score. Other modules, or fine_tune_top_blocks=0, train the whole network for
+    # fine_tune_epochs epochs, keeping the last unless validation shows the start better
+    # (finetune_top.keeps_fine_tuned). Other modules, or fine_tune_top_blocks=0, train the whole network for
     # fine_tune_steps steps (retrain.training.finetune). BENCHMARKS.md, "Fine-tuning from the
     # top (issue 27)", has the measurements behind these numbers: four blocks gained as much as
     # two on the digit sets and more on textures (+0.9 against +0.0 over three seeds), at about

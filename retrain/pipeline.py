@@ -13,7 +13,7 @@ from retrain import preflight
 from retrain.audit import audit
 from retrain.config import FINE_TUNE_DROPOUT
 from retrain.config import FINE_TUNE_HEAD_RATE_MULTIPLIER
-from retrain.config import FINE_TUNE_PATIENCE
+from retrain.config import FINE_TUNE_MIXUP_ALPHA
 from retrain.config import FINE_TUNE_TOP_BATCH_SIZE
 from retrain.config import FINE_TUNE_TOP_LEARNING_RATE
 from retrain.config import FINE_TUNE_WHOLE_BATCH_SIZE
@@ -276,12 +276,13 @@ def fine_tune_top_settings(config, regularization=None):
         batch_size=config.fine_tune_batch_size or FINE_TUNE_TOP_BATCH_SIZE,
         learning_rate=config.fine_tune_learning_rate or FINE_TUNE_TOP_LEARNING_RATE,
         head_learning_rate_multiplier=FINE_TUNE_HEAD_RATE_MULTIPLIER,
-        patience=FINE_TUNE_PATIENCE, seed=config.random_seed,
+        seed=config.random_seed,
         max_image_pixels=config.max_image_pixels,
         inference_batch_size=config.bottleneck_batch_size or devices.default_batch_size(),
         distortions=distortions, copies=config.augmentation_copies or 0 if distortions else 0,
         weight_decay=(regularization or {}).get("weight_decay") or 0.0,
         label_smoothing=config.label_smoothing, dropout=FINE_TUNE_DROPOUT,
+        mixup_alpha=FINE_TUNE_MIXUP_ALPHA,
         log_file=training_log_file(config), verbose=config.verbose)
 
 

@@ -24,8 +24,10 @@ once per set, seed and block count, and reused across variants.
 
 The rules compared on each run's trace:
 - accuracy, then lower cross-entropy (finetune._is_better, the whole-network path's rule);
-- accuracy, ties to the later epoch (finetune_top.replaces_best, the cached path's rule);
-- the last epoch run.
+- accuracy, ties to the later epoch (the cached path's rule until the guarded last epoch);
+- the last epoch run;
+- retrain's: the epoch the run kept (finetune_top.keeps_fine_tuned: the last, unless the
+  validation split shows the start better beyond its noise).
 """
 
 import argparse
@@ -99,6 +101,7 @@ class Tracer:
         self.holdout = None  # (images, labels) to score after every epoch, or None
         self.holdout_trace = []  # holdout accuracy after every epoch, with a holdout
         self.cache = None  # the run's _ActivationCache
+        self.run = None  # the run's _TopRun
         self.test = None  # the test split's cached activations, of the run in progress
         self._originals = finetune_top._ActivationCache.originals
         self._record = finetune_top._TopRun._record
@@ -117,6 +120,7 @@ class Tracer:
 
         def record(run, epoch, *args):
             tracer._record(run, epoch, *args)
+            tracer.run = run
             logits = finetune_top._map_batches(run.network.logits, tracer.test.activations)
             labels = tracer.test_labels[tracer.test.ok]
             tracer.trace.append((epoch, run.history.validation_accuracy[-1],
@@ -157,8 +161,16 @@ def kept_epoch(trace, replaces):
     return best.steps_done
 
 
+def ties_to_later(accuracy, cross_entropy, best):
+    """The start gives way to higher accuracy, or the same with lower cross-entropy; a
+    fine-tuned epoch to the same accuracy or higher."""
+    if best.steps_done == 0:
+        return finetune._is_better(accuracy, cross_entropy, best)
+    return accuracy >= best.validation_accuracy
+
+
 RULES = {"accuracy_then_cross_entropy": finetune._is_better,
-         "accuracy_ties_to_later": finetune_top.replaces_best,
+         "accuracy_ties_to_later": ties_to_later,
          "last_epoch": lambda *_: True}
 
 
@@ -205,6 +217,7 @@ def main():
                     f"e{e}:val {v * 100:.1f}/ce {c:.3f}/test {t * 100:.1f}"
                     for e, v, c, t in trace), flush=True)
                 kept = {rule: kept_epoch(trace, replaces) for rule, replaces in RULES.items()}
+                kept["retrain"] = tracer.run.best.steps_done
                 print(f"KEPT {name} seed={seed} {variant}: " + "; ".join(
                     f"{rule} e{epoch} {(trace[epoch][3] - frozen) * 100:+.1f}"
                     for rule, epoch in kept.items())
@@ -220,7 +233,7 @@ def _holdout_line(name, seed, variant, accuracies, kept, count):
     frozen = accuracies[0]
     return (f"HOLDOUT {name} seed={seed} {variant} N={count}: "
             + " ".join(f"e{epoch}:{accuracy * 100:.1f}" for epoch, accuracy in enumerate(accuracies))
-            + "; " + "; ".join(f"{rule} e{epoch} {(accuracies[epoch] - frozen) * 100:+.1f}"
+            + "; " + "; ".join(f"{rule} e{epoch} {(accuracies[epoch] - frozen) * 100:+.2f}"
                                for rule, epoch in kept.items())
             + f"; best epoch {(max(accuracies) - frozen) * 100:+.1f}")
 

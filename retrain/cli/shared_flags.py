@@ -7,7 +7,6 @@ import re
 from absl import flags
 
 from retrain.config import DEFAULT_AUGMENTATION_COPIES
-from retrain.config import FINE_TUNE_PATIENCE
 from retrain.config import FINE_TUNE_TOP_BATCH_SIZE
 from retrain.config import FINE_TUNE_TOP_LEARNING_RATE
 from retrain.config import FINE_TUNE_WHOLE_BATCH_SIZE
@@ -144,8 +143,9 @@ def define_fine_tune_flags(flag_values):
             "convolution) on cached activations of the blocks below; 0 trains the whole network "
             "on images instead (the only path for other modules).", lower_bound=0)
     integer("fine_tune_epochs", _DEFAULTS.fine_tune_epochs,
-            "Most epochs of cached fine-tuning (--fine_tune_top_blocks); it stops earlier after "
-            f"{FINE_TUNE_PATIENCE} epochs without a better validation score.",
+            "Epochs of cached fine-tuning (--fine_tune_top_blocks): the length of its warm-up "
+            "and cosine schedule. The last epoch is kept unless the validation split shows "
+            "the frozen start better.",
             lower_bound=1)
     integer("fine_tune_steps", _DEFAULTS.fine_tune_steps,
             "Fine-tuning steps of the whole-network path.", lower_bound=1)

@@ -193,7 +193,7 @@ def _small_network(dropout=0.2):
 
 def _small_run(network, checkpoint_dir, **overrides):
     values = dict(blocks=1, epochs=4, batch_size=8, learning_rate=0.01,
-                  head_learning_rate_multiplier=10.0, patience=10, seed=0,
+                  head_learning_rate_multiplier=10.0, seed=0,
                   max_image_pixels=10**8, copies=1, weight_decay=1e-3, label_smoothing=0.1,
                   dropout=network.dropout)
     values.update(overrides)
@@ -283,20 +283,57 @@ def test_resume_with_other_settings_is_a_user_error(tmp_path):
         run.restore()
 
 
-def _best(steps_done, accuracy, cross_entropy):
-    return finetune_checkpoint.Best([], steps_done, accuracy, cross_entropy)
+def _correct(*bits):
+    return np.array(bits, bool)
 
 
-def test_a_tie_with_a_fine_tuned_epoch_keeps_the_later_one():
-    assert finetune_top.replaces_best(0.98, 0.20, _best(3, 0.98, 0.15))
-    assert finetune_top.replaces_best(0.99, 0.30, _best(3, 0.98, 0.15))
-    assert not finetune_top.replaces_best(0.97, 0.10, _best(3, 0.98, 0.15))
+def test_the_last_epoch_is_kept_when_validation_cannot_tell_it_from_the_start():
+    """Three images the start alone gets right against one the epoch alone does: a difference
+    of 2 within its noise (sqrt(4) = 2), so the fine-tuned weights stay."""
+    start = _correct(1, 1, 1, 0, 1, 1)
+    epoch = _correct(0, 0, 0, 1, 1, 1)
+    assert finetune_top.keeps_fine_tuned(epoch, start)
+    assert finetune_top.keeps_fine_tuned(start, start)
 
 
-def test_the_start_gives_way_only_to_better_validation():
-    """A tie with the frozen network is settled by cross-entropy: fine-tuning that changes
-    nothing measurable keeps the start."""
-    assert not finetune_top.replaces_best(0.98, 0.20, _best(0, 0.98, 0.15))
-    assert finetune_top.replaces_best(0.98, 0.10, _best(0, 0.98, 0.15))
-    assert finetune_top.replaces_best(0.99, 0.30, _best(0, 0.98, 0.15))
-    assert not finetune_top.replaces_best(0.97, 0.10, _best(0, 0.98, 0.15))
+def test_the_start_is_kept_when_validation_shows_it_better_beyond_the_noise():
+    start = _correct(1, 1, 1, 1, 1, 1, 1, 1)
+    epoch = _correct(0, 0, 0, 0, 1, 1, 1, 1)  # 4 - 0 > sqrt(4)
+    assert not finetune_top.keeps_fine_tuned(epoch, start)
+    assert finetune_top.keeps_fine_tuned(start, epoch)
+
+
+def test_without_validation_images_the_schedule_end_is_kept():
+    assert finetune_top.keeps_fine_tuned(_correct(), _correct())
+
+
+def test_every_epoch_of_the_schedule_runs(tmp_path):
+    """No early stop: at a rate whose epochs never beat the start, all of them still run."""
+    run = _small_run(_small_network(), str(tmp_path), epochs=3, learning_rate=30.0)
+    run.train()
+    assert run.history.steps == [0, 1, 2, 3]
+
+
+def test_mixup_mixes_each_batch_with_a_shuffled_copy_of_itself():
+    activations = tf.reshape(tf.range(8 * 3, dtype=tf.float32), [8, 3])
+    labels = tf.range(8, dtype=tf.int32)
+    seed = tf.constant([0, 7], tf.int64)
+    mixed, partners, share = finetune_top._mixup(activations, labels, seed, 0.4)  # pylint: disable=protected-access
+    share = float(share)
+    assert 0.5 <= share <= 1.0
+    assert sorted(partners.numpy()) == list(range(8))  # a permutation of the batch
+    np.testing.assert_allclose(
+        mixed.numpy(), share * activations.numpy()
+        + (1 - share) * activations.numpy()[partners.numpy()], rtol=1e-6)
+    again = finetune_top._mixup(activations, labels, seed, 0.4)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(again[0].numpy(), mixed.numpy())  # stateless: resumable
+
+
+def test_a_run_with_mixup_trains_and_keeps_a_later_epoch(tmp_path):
+    network = _small_network()
+    start = _values(network)
+    run = _small_run(network, str(tmp_path), mixup_alpha=0.2)
+    run.train()
+    run.restore_best()
+    assert run.best.steps_done == 4
+    assert not np.allclose(_values(network)[0], start[0])

@@ -491,9 +491,24 @@ class _TopRun:
 
     def restore_best(self):
         finetune._assign(self.network.trained_variables, self.best.values)  # pylint: disable=protected-access
-        logging.info("Fine-tuning keeps the weights after %d of %d epochs (validation accuracy "
-                     "%s).", self.best.steps_done, self.settings.epochs,
-                     finetune._percent(self.best.validation_accuracy, len(self.validation_labels)))  # pylint: disable=protected-access
+        logging.info(self.kept_message())
+
+    def kept_message(self):
+        """What was kept and why, in words: a kept epoch may score below the start on
+        validation (keeps_fine_tuned), which would look like a mistake without the reason."""
+        start = finetune._percent(self.start_accuracy, len(self.validation_labels))  # pylint: disable=protected-access
+        if self.best.steps_done == 0:
+            return (f"Fine-tuning keeps the start, the frozen module with the trained layer "
+                    f"(validation accuracy {start}): every epoch was worse on validation by "
+                    "more than the split's noise.")
+        kept = finetune._percent(self.best.validation_accuracy, len(self.validation_labels))  # pylint: disable=protected-access
+        message = (f"Fine-tuning keeps the weights after {self.best.steps_done} of "
+                   f"{self.settings.epochs} epochs (validation accuracy {kept}")
+        if self.start_accuracy is not None:
+            message += f"; the start's {self.start_accuracy * 100:.1f}%"
+            if self.best.validation_accuracy < self.start_accuracy:
+                message += "; the difference is within the split's noise, so they stay"
+        return message + ")."
 
     def images_per_second(self):
         return self.images_trained / self.step_seconds if self.step_seconds else 0.0

@@ -236,6 +236,23 @@ def test_a_harmful_rate_keeps_the_start(tmp_path):
         np.testing.assert_array_equal(saved["array_00000"], start[0])
 
 
+def _best(steps_done, accuracy, cross_entropy):
+    return finetune_checkpoint.Best([], steps_done, accuracy, cross_entropy)
+
+
+def test_the_log_says_why_a_kept_epoch_scores_below_the_start(tmp_path):
+    run = _small_run(_small_network(), str(tmp_path), epochs=1)
+    run.start_accuracy = 0.9
+    run.best = _best(1, 0.8, 0.3)
+    assert "within the split's noise" in run.kept_message()
+    run.best = _best(1, 0.95, 0.3)
+    assert "noise" not in run.kept_message()
+    run.best = _best(0, 0.9, 0.3)
+    assert run.kept_message().startswith("Fine-tuning keeps the start")
+    run.start_accuracy, run.best = None, _best(1, None, None)  # no validation images
+    assert run.kept_message().endswith("(validation accuracy n/a (no validation images)).")
+
+
 def test_a_helpful_rate_keeps_a_later_epoch(tmp_path):
     network = _small_network()
     start = _values(network)

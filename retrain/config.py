@@ -122,10 +122,11 @@ class RetrainConfig:
     # blocks (and the final 1x1 convolution) on cached activations (retrain.training.finetune_top):
     # fine_tune_epochs epochs, keeping the last unless validation shows the start better
     # (finetune_top.keeps_fine_tuned). Other modules, or fine_tune_top_blocks=0, train the
-    # whole network for fine_tune_steps steps (retrain.training.finetune). BENCHMARKS.md, "Fine-tuning from the
-    # top (issue 27)", has the measurements behind these numbers: four blocks gained as much as
-    # two on the digit sets and more on textures (+0.9 against +0.0 over three seeds), at about
-    # the same time (the frozen lower part's one pass over the images dominates).
+    # whole network for fine_tune_steps steps (retrain.training.finetune). BENCHMARKS.md,
+    # "Fine-tuning from the top (issue 27)", has the measurements behind these numbers: four
+    # blocks gained as much as two on the digit sets and more on textures (+0.9 against +0.0
+    # over three seeds), at about the same time (the frozen lower part's one pass over the
+    # images dominates).
     fine_tune_top_blocks: int = 4
     fine_tune_epochs: int = 8
     fine_tune_steps: int = 500

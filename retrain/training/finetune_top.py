@@ -462,9 +462,8 @@ class _TopRun:
         logits = _map_batches(self.network.logits, self.validation)
         cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=self.validation_labels, logits=logits)
-        return (finetune._accuracy(logits, self.validation_labels),  # pylint: disable=protected-access
-                float(tf.reduce_mean(cross_entropy)),
-                np.argmax(logits, axis=1) == self.validation_labels)
+        correct = np.argmax(logits, axis=1) == self.validation_labels
+        return float(np.mean(correct)), float(tf.reduce_mean(cross_entropy)), correct
 
     def _record(self, epoch, train_accuracy, cross_entropy, validation_accuracy,
                 validation_cross_entropy):
